@@ -1,0 +1,1 @@
+"""Stock logging plugins."""

@@ -1,0 +1,44 @@
+"""qptwisted: qpsmtpd, the plugin-driven SMTP server, on Twisted.
+
+The public API for plugin authors and embedders is re-exported here.
+"""
+
+__version__ = "0.1.0"
+
+from qptwisted.address import NULL_SENDER, Address, AddressError  # noqa: E402
+from qptwisted.codes import (  # noqa: E402
+    DECLINED,
+    DENY,
+    DENY_DISCONNECT,
+    DENYHARD,
+    DENYSOFT,
+    DENYSOFT_DISCONNECT,
+    DONE,
+    LOGALERT,
+    LOGCRIT,
+    LOGDEBUG,
+    LOGEMERG,
+    LOGERROR,
+    LOGINFO,
+    LOGNOTICE,
+    LOGWARN,
+    OK,
+    Code,
+    HookResult,
+    LogLevel,
+)
+from qptwisted.config import Config, ConfigError  # noqa: E402
+from qptwisted.connection import Connection, TLSInfo  # noqa: E402
+from qptwisted.engine import Engine  # noqa: E402
+from qptwisted.interfaces import IQPPlugin, IQPPluginFactory  # noqa: E402
+from qptwisted.plugin import Plugin  # noqa: E402
+from qptwisted.server import QPSMTPDService, SMTPFactory  # noqa: E402
+from qptwisted.transaction import Transaction  # noqa: E402
+
+__all__ = [
+    "__version__", "Address", "AddressError", "NULL_SENDER", "Code", "HookResult", "LogLevel",
+    "OK", "DENY", "DENYSOFT", "DENY_DISCONNECT", "DENYHARD", "DENYSOFT_DISCONNECT", "DECLINED",
+    "DONE", "LOGEMERG", "LOGALERT", "LOGCRIT", "LOGERROR", "LOGWARN", "LOGNOTICE", "LOGINFO",
+    "LOGDEBUG", "Config", "ConfigError", "Connection", "TLSInfo", "Engine", "IQPPlugin",
+    "IQPPluginFactory", "Plugin", "QPSMTPDService", "SMTPFactory", "Transaction",
+]

@@ -1,0 +1,547 @@
+"""The SMTP state machine: verbs, transactions, and the reply contract.
+
+The session knows nothing of sockets. The protocol hands it command lines and
+message pieces; it runs hook chains and answers through ``respond``. A verb
+method returns ``None`` when it answered at once, or a Deferred that fires
+when it has answered (the protocol holds later input until then).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.python.failure import Failure
+
+from qptwisted import __version__, replies
+from qptwisted.address import Address, AddressError, parse_params, split_path
+from qptwisted.codes import (
+    DECLINED,
+    DENY,
+    DONE,
+    LOGERROR,
+    LOGINFO,
+    OK,
+    HookResult,
+)
+from qptwisted.connection import Connection
+from qptwisted.dataread import DataReader
+from qptwisted.headers import (
+    authentication_results,
+    neutralize_forged_results,
+    received_line,
+    split_header,
+)
+from qptwisted.replies import Reply, ReplyTable, format_reply
+from qptwisted.transaction import Transaction
+
+if TYPE_CHECKING:
+    from qptwisted.engine import Engine
+
+Step = Deferred[Any] | None
+_VERB = re.compile(r"[A-Za-z0-9_-]{1,12}\Z")
+_HELP = ("This is qptwisted {version}\nSee the README of qptwisted for help.\n"
+         "To report bugs or send comments, mail to <postmaster@{me}>.")
+
+
+class Transport(Protocol):
+    """What a session needs from the protocol below it."""
+
+    def write(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+    def start_data(self, reader: DataReader) -> None: ...
+
+
+class Session:
+    """One SMTP conversation, qpsmtpd's ``Qpsmtpd::SMTP``."""
+
+    def __init__(self, engine: Engine, connection: Connection, transport: Transport) -> None:
+        self.engine = engine
+        self.connection = connection
+        self.transport = transport
+        self.closed = False
+        self.waiting: Deferred[Any] | None = None
+        connection.session = self
+        self.transaction = self._new_transaction()
+        self._header_buffer = b""
+        self._in_header = False
+        self._spool_error: OSError | None = None
+        self._reader: DataReader | None = None
+        self.commands: dict[str, Callable[[str], Step]] = {
+            "helo": self.helo, "ehlo": self.ehlo, "mail": self.mail, "rcpt": self.rcpt,
+            "data": self.data, "rset": self.rset, "noop": self.noop, "vrfy": self.vrfy,
+            "help": self.help, "quit": self.quit,
+        }
+
+    # -- plumbing -------------------------------------------------------------
+    def respond(self, code: int, message: str, enhanced: str | None = "") -> None:
+        """Write a reply; ``enhanced=""`` picks x.0.0 from the code, None sends none."""
+        if self.closed:
+            return
+        if enhanced == "":
+            enhanced = f"{str(code)[0]}.0.0" if code >= 200 and code < 300 or code >= 400 else None
+        self.transport.write(format_reply(code, message, enhanced))
+
+    def disconnect(self) -> None:
+        """Close the connection once the replies are written."""
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def _reply(self, reply: Reply, result: HookResult, **fields: str) -> None:
+        text = result.message or (reply.text.format(**fields) if fields else reply.text)
+        self.respond(reply.code, text, reply.enhanced)
+        if reply.close:
+            self.disconnect()
+
+    def _run(self, hook: str, then: Callable[[HookResult], Step], *args: Any, **kwargs: Any) -> Step:
+        result = self.engine.hooks.run(hook, self.transaction, *args, **kwargs)
+        if isinstance(result, Deferred):
+            return result.addCallback(self._continue, then)
+        return then(result)
+
+    def _continue(self, result: HookResult, then: Callable[[HookResult], Step]) -> Step:
+        if self.closed:
+            return None
+        return then(result)
+
+    def _deny(self, table: ReplyTable, result: HookResult, **fields: str) -> bool:
+        """Send the reply for a refusing answer; True if ``result`` was one (or DONE)."""
+        if result.code is DONE:
+            return True
+        reply = table.get(result.code)
+        if reply is None:
+            return False
+        self._reply(reply, result, **fields)
+        return True
+
+    def _new_transaction(self) -> Transaction:
+        return Transaction(self.connection, self.engine.spool_dir, self.engine.size_threshold)
+
+    def reset_transaction(self) -> None:
+        """End the transaction (firing ``reset_transaction``) and start a new one."""
+        old = self.transaction
+        if self.engine.hooks.has("reset_transaction"):
+            self.engine.hooks.run("reset_transaction", old)
+        old.close()
+        self.transaction = self._new_transaction()
+
+    def fault(self, command: str, failure: Failure) -> None:
+        """Answer 451 for a command that failed inside the engine, and log why."""
+        self.engine.log(LOGERROR, f"command {command!r} failed: {failure.getErrorMessage()}",
+                        failure=failure)
+        self.respond(451, f"Internal error - try again later - command '{command}' failed unexpectedly",
+                     "4.3.0")
+
+    # -- connection start and end -------------------------------------------
+    def start(self, concurrent: int = 1, concurrent_from_ip: int = 1) -> Step:
+        """Run ``pre-connection`` and ``connect``, then greet."""
+        c = self.connection
+        return self._run("pre_connection", self._after_pre_connection,
+                         remote_ip=c.remote_ip, remote_port=c.remote_port, local_ip=c.local_ip,
+                         local_port=c.local_port, connections=concurrent,
+                         connections_from_ip=concurrent_from_ip)
+
+    def _after_pre_connection(self, result: HookResult) -> Step:
+        if result.code is not DONE and self._deny(replies.PRE_CONNECTION, result):
+            return None
+        return self._run("connect", self._greet)
+
+    def _greet(self, result: HookResult) -> Step:
+        if self._deny(replies.CONNECT, result):
+            return None
+        greeting = self.engine.greeting
+        if greeting is None:
+            greeting = (f"{self.engine.me} ESMTP qptwisted {__version__} ready; "
+                        "send us your mail, but not your spam.")
+        elif "ESMTP" not in greeting:
+            greeting += " ESMTP"
+        self.respond(220, greeting, None)
+        return None
+
+    def connection_lost(self) -> None:
+        """The client is gone: ``disconnect``, ``reset_transaction``, ``post-connection``."""
+        self.closed = True
+        if self.waiting is not None:
+            waiting, self.waiting = self.waiting, None
+            waiting.cancel()
+        hooks = self.engine.hooks
+        if hooks.has("disconnect"):
+            hooks.run("disconnect", self.transaction)
+        self.reset_transaction()
+        if hooks.has("post_connection"):
+            hooks.run("post_connection", self.transaction)
+        self.transaction.close()
+        self.connection.session = None
+
+    # -- commands -------------------------------------------------------------
+    def command(self, line: str) -> Step:
+        """Dispatch one command line (without its line ending)."""
+        verb, _, rest = line.partition(" ")
+        handler = self.commands.get(verb.lower())
+        try:
+            if handler is None:
+                return self.unrecognized(verb, rest.strip())
+            step = handler(rest.strip())
+        except Exception:
+            self.fault(verb, Failure())
+            return None
+        if step is not None:
+            step.addErrback(self._step_failed, verb)
+        return step
+
+    def _step_failed(self, failure: Failure, verb: str) -> None:
+        if not self.closed and not failure.check(CancelledError):
+            self.fault(verb, failure)
+
+    def unrecognized(self, verb: str, rest: str) -> Step:
+        """Unknown verbs (and verbs added by plugins: STARTTLS, AUTH ...)."""
+        verb = verb.lower() if _VERB.match(verb) else verb
+        return self._run("unrecognized_command", self._after_unrecognized, verb, rest)
+
+    def _after_unrecognized(self, result: HookResult) -> Step:
+        if not self._deny(replies.UNRECOGNIZED, result):
+            self.respond(500, "Unrecognized command", "5.5.1")
+        return None
+
+    def _parser(self, hook: str) -> Callable[[str], Any] | None:
+        if not self.engine.hooks.has(hook):
+            return None
+        result = self.engine.hooks.run(hook, self.transaction)
+        return result.value if isinstance(result, HookResult) and callable(result.value) else None
+
+    # HELO / EHLO
+    def helo(self, rest: str) -> Step:
+        """HELO: greet in plain SMTP."""
+        return self._hello("helo", rest)
+
+    def ehlo(self, rest: str) -> Step:
+        """EHLO: greet and list the extensions."""
+        return self._hello("ehlo", rest)
+
+    def _hello(self, verb: str, rest: str) -> Step:
+        parser = self._parser(f"{verb}_parse")
+        words = parser(rest) if parser else rest.split()
+        if not words:
+            self.respond(501, f"{verb} requires domain/address - see RFC-5321 4.1.1.1", "5.5.4")
+            return None
+        if self.connection.hello:
+            self.respond(503, f"but you already said {self.connection.hello.upper()} ...", "5.5.1")
+            return None
+        host = words[0]
+        return self._run(verb, lambda result: self._after_hello(verb, host, result), host, *words[1:])
+
+    def _after_hello(self, verb: str, host: str, result: HookResult) -> Step:
+        if self._deny(replies.HELO, result):
+            return None
+        connection = self.connection
+        connection.hello, connection.hello_host = verb, host
+        hi = f"{self.engine.me} Hi {connection.remote_info} [{connection.remote_ip}]"
+        if verb == "helo":
+            self.respond(250, result.message or f"{hi}; I am so happy to meet you.", None)
+            return None
+        lines = [hi, "PIPELINING", "8BITMIME"]
+        if self.engine.databytes:
+            lines.append(f"SIZE {self.engine.databytes}")
+        lines += ["ENHANCEDSTATUSCODES", "SMTPUTF8"]
+        lines += self.transaction.notes.get("capabilities", ())
+        self.respond(250, "\n".join(lines), None)
+        return None
+
+    # MAIL
+    def mail(self, rest: str) -> Step:
+        """MAIL FROM: start a transaction."""
+        if not self.connection.hello:
+            self.respond(503, "please say hello first ...", "5.5.1")
+            return None
+        self.reset_transaction()
+        keyword, colon, argument = rest.partition(":")
+        if not colon or keyword.strip().lower() != "from":
+            self.respond(501, "Syntax error in command", "5.5.4")
+            return None
+        self.connection.notes["envelope_from"] = argument
+        parsed = self._parse_envelope("mail_parse", argument)
+        if parsed is None:
+            return None
+        path, params = parsed
+        size = params.get("size")
+        if size is not None:
+            if not size.isdigit():
+                self.respond(501, "Syntax error in SIZE parameter", "5.5.4")
+                return None
+            if self.engine.databytes and int(size) > self.engine.databytes:
+                self.respond(552, "Message size exceeds fixed maximum message size", "5.3.4")
+                return None
+        body = params.get("body")
+        if body is not None and body.upper() not in ("7BIT", "8BITMIME"):
+            self.respond(501, "Unknown BODY type", "5.5.4")
+            return None
+        self.transaction.notes["mail_params"] = params
+        return self._run("mail_pre", lambda result: self._mail_address(path, params, result), path, params)
+
+    def _parse_envelope(self, hook: str, argument: str) -> tuple[str, dict[str, str | None]] | None:
+        parser = self._parser(hook)
+        try:
+            if parser is not None:
+                path, params = parser(argument)
+                return str(path), dict(params)
+            path, param_text = split_path(argument)
+            return (path or "<>"), parse_params(param_text)
+        except (AddressError, ValueError, TypeError):
+            self.respond(501, "Syntax error in parameters", "5.5.4")
+            return None
+
+    def _mail_address(self, path: str, params: dict[str, str | None], result: HookResult) -> Step:
+        if result.code is OK and (result.message or result.value):
+            path = str(result.message or result.value)
+        try:
+            sender = Address.parse(path, utf8="smtputf8" in params)
+        except AddressError as err:
+            if "SMTPUTF8" in str(err):
+                self.respond(553, "Non-ASCII address requires SMTPUTF8", "5.6.7")
+            else:
+                self.respond(501, "could not parse your mail from command", "5.1.7")
+            return None
+        kwargs = {key: value for key, value in params.items()}
+        return self._run("mail", lambda result: self._after_mail(sender, result), sender, **kwargs)
+
+    def _after_mail(self, sender: Address, result: HookResult) -> Step:
+        if self._deny(replies.MAIL, result, addr=str(sender)):
+            return None
+        self.transaction.sender = sender
+        self.respond(250, result.message if result.code is OK and result.message else
+                     f"{sender}, sender OK - how exciting to get mail from you!", "2.1.0")
+        return None
+
+    # RCPT
+    def rcpt(self, rest: str) -> Step:
+        """RCPT TO: add a recipient if a plugin says OK."""
+        transaction = self.transaction
+        if transaction.sender is None:
+            self.respond(503, "Use MAIL before RCPT", "5.5.1")
+            return None
+        keyword, colon, argument = rest.partition(":")
+        if not colon or keyword.strip().lower() != "to":
+            self.respond(501, "Syntax error in command", "5.5.4")
+            return None
+        if len(transaction.recipients) >= self.engine.max_recipients:
+            self.respond(452, "Too many recipients", "4.5.3")
+            return None
+        parsed = self._parse_envelope("rcpt_parse", argument)
+        if parsed is None:
+            return None
+        path, params = parsed
+        return self._run("rcpt_pre", lambda result: self._rcpt_address(path, params, result), path, params)
+
+    def _rcpt_address(self, path: str, params: dict[str, str | None], result: HookResult) -> Step:
+        if result.code is OK and (result.message or result.value):
+            path = str(result.message or result.value)
+        utf8 = "smtputf8" in self.transaction.notes.get("mail_params", {})
+        try:
+            recipient = Address.parse(path, utf8=utf8, allow_postmaster=True, allow_null=False)
+        except AddressError as err:
+            if "SMTPUTF8" in str(err):
+                self.respond(553, "Non-ASCII address requires SMTPUTF8", "5.6.7")
+            else:
+                self.respond(501, "could not parse recipient", "5.1.3")
+            return None
+        return self._run("rcpt", lambda result: self._after_rcpt(recipient, result), recipient, **params)
+
+    def _after_rcpt(self, recipient: Address, result: HookResult) -> Step:
+        if self._deny(replies.RCPT, result):
+            return None
+        if result.code is not OK:
+            self._reply(replies.RCPT_DECLINED, result._replace(message=None))
+            return None
+        self.transaction.add_recipient(recipient)
+        self.respond(250, result.message or f"{recipient}, recipient ok", "2.1.5")
+        return None
+
+    # DATA
+    def data(self, rest: str) -> Step:
+        """DATA: run the ``data`` hook, check the envelope, then read the message."""
+        return self._run("data", self._after_data)
+
+    def _after_data(self, result: HookResult) -> Step:
+        if self._deny(replies.DATA, result):
+            if result.code is not DONE and not self.closed:
+                self.reset_transaction()
+            return None
+        if self.transaction.sender is None:
+            self.respond(503, "MAIL first", "5.5.1")
+            return None
+        if not self.transaction.recipients:
+            self.respond(503, "RCPT first", "5.5.1")
+            return None
+        self._header_buffer = b""
+        self._in_header = True
+        self._spool_error = None
+        engine = self.engine
+        self._reader = DataReader(self._data_piece, engine.databytes, engine.max_line_length)
+        self.respond(354, "go ahead, end data with <CR><LF>.<CR><LF>", None)
+        self.transport.start_data(self._reader)
+        return None
+
+    def _data_piece(self, data: bytes) -> None:
+        """Store a piece of the message; notice where the header block ends."""
+        if self._in_header:
+            buffer = self._header_buffer + data if self._header_buffer else data
+            split = split_header(buffer)
+            if split is None:
+                if len(buffer) > self.engine.max_header_size:
+                    self._spool_error = OSError("header block too large")
+                    self._in_header = False
+                self._header_buffer = buffer
+                return
+            self._end_header(*split)
+            return
+        if self._spool_error is None:
+            try:
+                self.transaction.body_write(data)
+            except OSError as err:
+                self._spool_error = err
+
+    def _end_header(self, header: bytes, body: bytes) -> None:
+        self._in_header = False
+        self._header_buffer = b""
+        self.transaction.raw_header = header
+        if body:
+            self._data_piece(body)
+        if self.engine.hooks.has("data_headers_end"):
+            step = self._run("data_headers_end", self._after_headers_end)
+            if step is not None:
+                self.waiting = step
+                step.addBoth(self._done_waiting)
+
+    def _done_waiting(self, result: object) -> object:
+        self.waiting = None
+        return result
+
+    def _after_headers_end(self, result: HookResult) -> Step:
+        self._deny(replies.DATA_HEADERS_END, result)
+        return None
+
+    def data_end(self) -> Step:
+        """The terminator arrived: check the message, add headers, run data_post and queue."""
+        reader, self._reader = self._reader, None
+        assert reader is not None
+        if self._in_header:
+            self._end_header(*(split_header(self._header_buffer, final=True) or (b"", b"")))
+        transaction = self.transaction
+        transaction.data_size = reader.size
+        refusal = None
+        if reader.bare_newline:
+            refusal = (550, "5.6.0", "Message contains bare CR or LF characters (RFC 5321 2.3.8)")
+        elif reader.long_line:
+            refusal = (500, "5.5.2", f"Message has a line longer than {self.engine.max_line_length} bytes")
+        elif reader.too_big:
+            refusal = (552, "5.3.4", "Message too big!")
+        elif self._spool_error is not None:
+            self.engine.log(LOGERROR, f"cannot store message: {self._spool_error}")
+            refusal = (452, "4.3.1", "Insufficient system storage, try again later")
+        if refusal is not None:
+            self.respond(*refusal)  # type: ignore[arg-type]
+            self.reset_transaction()
+            return None
+        if self.engine.hooks.has("data_post_headers"):
+            self.engine.hooks.run("data_post_headers", transaction)
+        return self._run("received_line", self._add_headers, transaction.connection.protocol, "", "")
+
+    def _add_headers(self, result: HookResult) -> Step:
+        transaction = self.transaction
+        me = self.engine.me
+        authserv_id = self.engine.auth_results_id
+        if authserv_id != "none":
+            neutralize_forged_results(authserv_id, transaction)
+            transaction.prepend_header("Authentication-Results",
+                                       authentication_results(authserv_id, transaction))
+        line = result.value if result.code is OK and result.value else result.message \
+            if result.code is OK else None
+        transaction.prepend_header("Received", str(line) if line else received_line(me, self.connection))
+        return self._run("data_post", self._after_data_post)
+
+    def _after_data_post(self, result: HookResult) -> Step:
+        if self._deny(replies.DATA_POST, result):
+            if not self.closed:
+                self.reset_transaction()
+            return None
+        return self._run("queue_pre", self._after_queue_pre)
+
+    def _after_queue_pre(self, result: HookResult) -> Step:
+        if result.code is DONE:
+            self.reset_transaction()
+            return None
+        return self._run("queue", self._after_queue)
+
+    def _after_queue(self, result: HookResult) -> Step:
+        transaction = self.transaction
+        if result.code is OK:
+            self.respond(250, result.message or "Queued", "2.6.0")
+            self.engine.log(LOGINFO, f"queued message from {transaction.sender} for "
+                            f"{len(transaction.recipients)} recipients by {result.plugin}")
+        elif result.code is DECLINED:
+            self._reply(replies.QUEUE_DECLINED, result._replace(message=None))
+        elif result.code is not DONE:
+            self._deny(replies.QUEUE, result)
+        if self.engine.hooks.has("queue_post"):
+            self.engine.hooks.run("queue_post", transaction)
+        self.reset_transaction()
+        return None
+
+    def data_aborted(self) -> None:
+        """The connection ended inside DATA: drop the partial message."""
+        self._reader = None
+        self.transaction.close()
+
+    # RSET, NOOP, VRFY, HELP, QUIT
+    def rset(self, rest: str) -> Step:
+        """RSET: forget the transaction."""
+        self.reset_transaction()
+        self.respond(250, "OK", "2.0.0")
+        return None
+
+    def noop(self, rest: str) -> Step:
+        """NOOP."""
+        return self._run("noop", self._after_noop)
+
+    def _after_noop(self, result: HookResult) -> Step:
+        if not self._deny(replies.NOOP, result):
+            self.respond(250, "OK", "2.0.0")
+        return None
+
+    def vrfy(self, rest: str) -> Step:
+        """VRFY: 252 unless a plugin knows better."""
+        return self._run("vrfy", self._after_vrfy)
+
+    def _after_vrfy(self, result: HookResult) -> Step:
+        if self._deny(replies.VRFY, result):
+            return None
+        if result.code is OK:
+            self.respond(250, result.message or "User OK", "2.1.5")
+        else:
+            self.respond(252, "Just try sending a mail and we'll see how it turns out ...", "2.1.5")
+        return None
+
+    def help(self, rest: str) -> Step:
+        """HELP."""
+        return self._run("help", self._after_help, rest)
+
+    def _after_help(self, result: HookResult) -> Step:
+        if self._deny(replies.HELP, result):
+            return None
+        default = _HELP.format(version="" if self.engine.greeting else __version__, me=self.engine.me)
+        self.respond(214, result.message or default, "2.0.0")
+        return None
+
+    def quit(self, rest: str) -> Step:
+        """QUIT: say goodbye and close."""
+        return self._run("quit", self._after_quit)
+
+    def _after_quit(self, result: HookResult) -> Step:
+        if result.code is not DONE:
+            self.respond(221, result.message or f"{self.engine.me} closing connection. Have a wonderful day.",
+                         "2.0.0")
+        self.disconnect()
+        return None

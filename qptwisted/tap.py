@@ -1,0 +1,60 @@
+"""``twistd qpsmtpd``: command-line options and the service they make."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.application import service
+from twisted.python import usage
+
+DEFAULT_PORT = "tcp:2525:interface=127.0.0.1"
+
+
+class Options(usage.Options):
+    """Options of ``twistd qpsmtpd`` and of the ``qpsmtpd`` command."""
+
+    synopsis = "[options]"
+    optParameters = [
+        ["config", "c", None, "qpsmtpd-style config directory (default ./config, else the sample)"],
+    ]
+    longdesc = ("Runs the qptwisted SMTP server. Listeners are endpoint strings, e.g. "
+                f"--port {DEFAULT_PORT} (the default) or --port tcp6:25; repeat --port for more.")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["ports"] = []
+
+    def opt_port(self, description: str) -> None:
+        """Listen on an endpoint (strports syntax); repeatable."""
+        self["ports"].append(description)
+
+    opt_p = opt_port
+
+    def postOptions(self) -> None:
+        """Default to 127.0.0.1:2525."""
+        if not self["ports"]:
+            self["ports"] = [DEFAULT_PORT]
+
+
+def makeService(options: Options) -> service.MultiService:
+    """Build the server; a bad configuration exits with its message, no traceback."""
+    from qptwisted.config import ConfigError
+    from qptwisted.server import QPSMTPDService
+
+    try:
+        top = QPSMTPDService(options["config"])
+    except ConfigError as err:
+        raise SystemExit(f"qpsmtpd: {err}") from None
+    for description in options["ports"]:
+        top.listen(description)
+    return top
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """The ``qpsmtpd`` console script: the same as ``twistd -n --pidfile= qpsmtpd``."""
+    from twisted.scripts.twistd import run
+
+    args = sys.argv[1:] if argv is None else argv
+    sys.argv = ["twistd", "--nodaemon", "--pidfile=", "qpsmtpd", *args]
+    return run()

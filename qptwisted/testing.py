@@ -1,0 +1,203 @@
+"""The plugin author's test kit, for ``twisted.trial`` test cases.
+
+Run one hook of one plugin::
+
+    engine = make_engine([BlockRecipient])
+    txn = make_transaction(engine, sender="<a@example.org>")
+    result = self.successResultOf(run_hook(engine, "rcpt", txn, Address.parse("<hans@example.com>")))
+    self.assertEqual(result.code, DENY)
+
+Or drive a whole SMTP dialogue in memory against a plugin list::
+
+    smtp = SMTPDialogue(make_engine(["rcpt_ok", "queue/discard"], config={"me": "mx.test"}))
+    self.assertEqual(smtp.send("EHLO client.test")[0][0], 250)
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from qptwisted.address import Address
+from qptwisted.codes import HookResult
+from qptwisted.connection import Connection
+from qptwisted.engine import Engine
+from qptwisted.plugin import Plugin
+from qptwisted.protocol import SMTPProtocol
+from qptwisted.server import SMTPFactory
+from qptwisted.transaction import Transaction
+
+PluginSpec = str | type[Plugin] | tuple[type[Plugin], Sequence[str]]
+
+
+def write_config(directory: str | Path, config: Mapping[str, str | Iterable[str]]) -> Path:
+    """Write config files: ``{"me": "mx.test", "rcpthosts": ["a.test", "b.test"]}``."""
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    for name, value in config.items():
+        lines = [value] if isinstance(value, str) else list(value)
+        target = path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def _temporary_directory() -> str:
+    directory = tempfile.mkdtemp(prefix="qptwisted-test-")
+    atexit.register(shutil.rmtree, directory, True)
+    return directory
+
+
+def make_engine(plugins: Iterable[PluginSpec] = (), config: Mapping[str, str | Iterable[str]] | None = None,
+                clock: Any = None, directory: str | None = None) -> Engine:
+    """An engine with ``plugins`` loaded in order, on a fresh config directory.
+
+    A plugin is a ``config/plugins`` line (``"rcpt_ok"``, ``"queue/maildir DIR"``),
+    a :class:`Plugin` subclass, or ``(subclass, ("arg", ...))``. ``clock``
+    defaults to a :class:`~twisted.internet.task.Clock`; the spool goes to a
+    temporary directory unless ``config`` names one.
+    """
+    directory = directory or _temporary_directory()
+    settings: dict[str, str | Iterable[str]] = {"me": "mx.test", "spool_dir": str(Path(directory) / "spool")}
+    settings.update(config or {})
+    write_config(directory, settings)
+    specs = list(plugins)
+    engine = Engine.from_config(directory, clock if clock is not None else Clock(),
+                                plugin_lines=[spec for spec in specs if isinstance(spec, str)]
+                                if all(isinstance(spec, str) for spec in specs) else [])
+    if not all(isinstance(spec, str) for spec in specs):
+        factories: dict[str, Any] | None = None
+        for spec in specs:
+            if isinstance(spec, str):
+                from qptwisted.loader import discover, parse_plugin_line
+
+                if factories is None:
+                    factories = discover()[0]
+                name, instance, args = parse_plugin_line(spec)
+                engine.add_plugin(factories[name](engine, args, instance))
+            elif isinstance(spec, tuple):
+                engine.add_plugin(spec[0](engine, tuple(spec[1])))
+            else:
+                engine.add_plugin(spec(engine, ()))
+    return engine
+
+
+def make_connection(remote_ip: str = "192.0.2.1", **fields: Any) -> Connection:
+    """A :class:`Connection` as a plugin sees it (no socket behind it)."""
+    fields.setdefault("remote_port", 40000)
+    return Connection(remote_ip, **fields)
+
+
+def make_transaction(engine: Engine, connection: Connection | None = None, sender: str | None = None,
+                     recipients: Iterable[str] = (), message: bytes | None = None) -> Transaction:
+    """A :class:`Transaction` with an envelope and, optionally, a message (LF or CRLF endings)."""
+    transaction = Transaction(connection or make_connection(), engine.spool_dir, engine.size_threshold)
+    if sender is not None:
+        transaction.sender = Address.parse(sender)
+    for rcpt in recipients:
+        transaction.add_recipient(Address.parse(rcpt, allow_postmaster=True))
+    if message is not None:
+        from qptwisted.headers import split_header
+
+        header, body = split_header(message.replace(b"\r\n", b"\n"), final=True)  # type: ignore[misc]
+        transaction.raw_header = header
+        if body:
+            transaction.body_write(body)
+    return transaction
+
+
+def run_hook(engine: Engine, hook: str, transaction: Transaction, *args: Any,
+             **kwargs: Any) -> Deferred[HookResult]:
+    """Run a hook chain; always a Deferred (use ``successResultOf`` when it is synchronous)."""
+    return maybeDeferred(engine.hooks.run, hook.replace("-", "_"), transaction, *args, **kwargs)
+
+
+class SMTPDialogue:
+    """An in-memory SMTP connection to ``engine``: send lines, read replies.
+
+    Nothing touches the network; timers run on ``engine.clock`` (a ``Clock``
+    from :func:`make_engine`), so ``engine.clock.advance(300)`` tests timeouts.
+    """
+
+    def __init__(self, engine: Engine, remote_ip: str = "192.0.2.1", local_port: int = 25) -> None:
+        address = IPv6Address if ":" in remote_ip else IPv4Address
+        self.engine = engine
+        self.factory = SMTPFactory(engine)
+        self.protocol: SMTPProtocol = self.factory.buildProtocol(address("TCP", remote_ip, 40000))
+        self.transport = StringTransport(peerAddress=address("TCP", remote_ip, 40000),
+                                         hostAddress=address("TCP", "127.0.0.1", local_port))
+        self.protocol.makeConnection(self.transport)
+        self.greeting = self.replies()
+
+    @property
+    def session(self) -> Any:
+        """The :class:`~qptwisted.session.Session` behind the connection."""
+        return self.protocol.session
+
+    @property
+    def closed(self) -> bool:
+        """True once the server closed (or is closing) the connection."""
+        return bool(self.transport.disconnecting)
+
+    def replies(self) -> list[tuple[int, str]]:
+        """Replies written since the last call: ``[(code, "text\\nmore text"), ...]``."""
+        raw = self.transport.value().decode("utf-8", "replace")
+        self.transport.clear()
+        result: list[tuple[int, str]] = []
+        lines: list[str] = []
+        for line in raw.split("\r\n"):
+            if not line:
+                continue
+            lines.append(line[4:])
+            if line[3:4] != "-":
+                result.append((int(line[:3]), "\n".join(lines)))
+                lines = []
+        return result
+
+    def send_raw(self, data: bytes) -> list[tuple[int, str]]:
+        """Deliver bytes from the client; return the replies they caused."""
+        self.protocol.dataReceived(data)
+        return self.replies()
+
+    def send(self, *lines: str) -> list[tuple[int, str]]:
+        """Send command lines (CRLF added) in one packet, as a pipelining client would."""
+        return self.send_raw("".join(f"{line}\r\n" for line in lines).encode())
+
+    def message(self, data: bytes | str) -> list[tuple[int, str]]:
+        """Send a message body after ``354``: CRLF endings, dot-stuffing and the final dot added."""
+        raw = data.encode() if isinstance(data, str) else data
+        lines = raw.replace(b"\r\n", b"\n").split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        stuffed = b"".join((b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines)
+        return self.send_raw(stuffed + b".\r\n")
+
+    def deliver(self, sender: str, recipients: Sequence[str], data: bytes | str,
+                helo: str = "client.test") -> list[tuple[int, str]]:
+        """EHLO (if needed), MAIL, RCPT..., DATA and the message; all replies after the greeting."""
+        out = [] if self.session.connection.hello else self.send(f"EHLO {helo}")
+        out += self.send(f"MAIL FROM:{sender}")
+        for rcpt in recipients:
+            out += self.send(f"RCPT TO:{rcpt}")
+        out += self.send("DATA")
+        if out[-1][0] == 354:
+            out += self.message(data)
+        return out
+
+    def close(self) -> None:
+        """The client goes away (connection lost)."""
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+
+        if not getattr(self, "_lost", False):
+            self._lost = True
+            self.protocol.connectionLost(Failure(ConnectionDone()))
