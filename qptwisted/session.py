@@ -68,6 +68,7 @@ class Session:
         self._header_buffer = b""
         self._in_header = False
         self._spool_error: OSError | None = None
+        self._header_too_large = False
         self._reader: DataReader | None = None
         self.commands: dict[str, Callable[[str], Step]] = {
             "helo": self.helo, "ehlo": self.ehlo, "mail": self.mail, "rcpt": self.rcpt,
@@ -378,6 +379,7 @@ class Session:
         self._header_buffer = b""
         self._in_header = True
         self._spool_error = None
+        self._header_too_large = False
         engine = self.engine
         self._reader = DataReader(self._data_piece, engine.databytes, engine.max_line_length)
         self.respond(354, "go ahead, end data with <CR><LF>.<CR><LF>", None)
@@ -391,8 +393,8 @@ class Session:
             split = split_header(buffer)
             if split is None:
                 if len(buffer) > self.engine.max_header_size:
-                    self._spool_error = OSError("header block too large")
-                    self._in_header = False
+                    self._end_header(buffer, b"")
+                    return
                 self._header_buffer = buffer
                 return
             self._end_header(*split)
@@ -406,6 +408,9 @@ class Session:
     def _end_header(self, header: bytes, body: bytes) -> None:
         self._in_header = False
         self._header_buffer = b""
+        if len(header) > self.engine.max_header_size:
+            self._header_too_large = True
+            header = b""
         self.transaction.raw_header = header
         if body:
             self._data_piece(body)
@@ -427,22 +432,26 @@ class Session:
         """The terminator arrived: check the message, add headers, run data_post and queue."""
         reader, self._reader = self._reader, None
         assert reader is not None
+        if self.closed:
+            return None
         if self._in_header:
             self._end_header(*(split_header(self._header_buffer, final=True) or (b"", b"")))
         transaction = self.transaction
         transaction.data_size = reader.size
-        refusal = None
+        refusal: tuple[int, str, str] | None = None
         if reader.bare_newline:
-            refusal = (550, "5.6.0", "Message contains bare CR or LF characters (RFC 5321 2.3.8)")
+            refusal = (550, "Message contains bare CR or LF characters (RFC 5321 2.3.8)", "5.6.0")
         elif reader.long_line:
-            refusal = (500, "5.5.2", f"Message has a line longer than {self.engine.max_line_length} bytes")
+            refusal = (500, f"Message has a line longer than {self.engine.max_line_length} bytes", "5.5.2")
         elif reader.too_big:
-            refusal = (552, "5.3.4", "Message too big!")
+            refusal = (552, "Message too big!", "5.3.4")
+        elif self._header_too_large:
+            refusal = (552, "Message header too large", "5.3.4")
         elif self._spool_error is not None:
             self.engine.log(LOGERROR, f"cannot store message: {self._spool_error}")
-            refusal = (452, "4.3.1", "Insufficient system storage, try again later")
+            refusal = (452, "Insufficient system storage, try again later", "4.3.1")
         if refusal is not None:
-            self.respond(*refusal)  # type: ignore[arg-type]
+            self.respond(*refusal)
             self.reset_transaction()
             return None
         if self.engine.hooks.has("data_post_headers"):
