@@ -10,7 +10,7 @@ config/plugins::
 
 from __future__ import annotations
 
-from qptwisted import DECLINED, DENY_DISCONNECT, Plugin, Transaction
+from qptwisted import DECLINED, DENY_DISCONNECT, HookAnswer, Plugin, Transaction
 
 
 class CountUnrecognizedCommands(Plugin):
@@ -22,7 +22,7 @@ class CountUnrecognizedCommands(Plugin):
         """The optional argument is the limit."""
         self.limit = int(args[0]) if args else 4
 
-    def hook_unrecognized_command(self, transaction: Transaction, verb: str, rest: str) -> object:
+    def hook_unrecognized_command(self, transaction: Transaction, verb: str, rest: str) -> HookAnswer:
         notes = transaction.connection.notes
         count = notes["unrec_cmd_count"] = notes.get("unrec_cmd_count", 0) + 1
         if count >= self.limit:

@@ -12,8 +12,7 @@ config/plugins::
 
 from __future__ import annotations
 
-from qptwisted import DENY, OK, Address, Plugin, Transaction
-from qptwisted.codes import HookResult
+from qptwisted import DENY, OK, Address, HookAnswer, Plugin, Transaction
 
 
 class RcptOk(Plugin):
@@ -33,7 +32,7 @@ class RcptOk(Plugin):
         host = host.lower().rstrip(".")
         return host in self.hosts or (bool(self.suffixes) and host.endswith(self.suffixes))
 
-    def hook_rcpt(self, transaction: Transaction, rcpt: Address, **params: str) -> HookResult | tuple:
+    def hook_rcpt(self, transaction: Transaction, rcpt: Address, **params: str) -> HookAnswer:
         connection = transaction.connection
         if connection.relay_client or connection.notes.get("whitelisthost") \
                 or transaction.notes.get("whitelistsender"):

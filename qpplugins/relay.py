@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from qptwisted import DECLINED, DENY, OK, Address, Plugin, Transaction
+from qptwisted import DECLINED, DENY, OK, Address, HookAnswer, Plugin, Transaction
 from qptwisted.ipmatch import IPMatcher
 
 
@@ -42,14 +42,14 @@ class Relay(Plugin):
             return False
         return self.env or self.relay.matches(ip)
 
-    def hook_connect(self, transaction: Transaction) -> object:
+    def hook_connect(self, transaction: Transaction) -> HookAnswer:
         connection = transaction.connection
         if self.is_relay_client(connection.remote_ip):
             connection.relay_client = True
             self.log(7, f"{connection.remote_ip} is a relay client")
         return DECLINED
 
-    def hook_rcpt(self, transaction: Transaction, rcpt: Address, **params: str) -> object:
+    def hook_rcpt(self, transaction: Transaction, rcpt: Address, **params: str) -> HookAnswer:
         if not self.only:
             return DECLINED
         if transaction.connection.relay_client:

@@ -24,6 +24,7 @@ from qptwisted.codes import (  # noqa: E402
     LOGWARN,
     OK,
     Code,
+    HookAnswer,
     HookResult,
     LogLevel,
 )
@@ -36,7 +37,7 @@ from qptwisted.server import QPSMTPDService, SMTPFactory  # noqa: E402
 from qptwisted.transaction import Transaction  # noqa: E402
 
 __all__ = [
-    "__version__", "Address", "AddressError", "NULL_SENDER", "Code", "HookResult", "LogLevel",
+    "__version__", "Address", "AddressError", "NULL_SENDER", "Code", "HookAnswer", "HookResult", "LogLevel",
     "OK", "DENY", "DENYSOFT", "DENY_DISCONNECT", "DENYHARD", "DENYSOFT_DISCONNECT", "DECLINED",
     "DONE", "LOGEMERG", "LOGALERT", "LOGCRIT", "LOGERROR", "LOGWARN", "LOGNOTICE", "LOGINFO",
     "LOGDEBUG", "Config", "ConfigError", "Connection", "TLSInfo", "Engine", "IQPPlugin",

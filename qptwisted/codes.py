@@ -5,8 +5,12 @@ The numbers are qpsmtpd's, so logs and habits carry over.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from enum import IntEnum
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
 
 
 class Code(IntEnum):
@@ -51,6 +55,9 @@ class HookResult(NamedTuple):
 
 #: the answer of a chain in which no plugin said anything
 NO_ANSWER = HookResult(DECLINED)
+
+#: what a hook method may return (the type to annotate hooks with)
+HookAnswer: TypeAlias = "Code | HookResult | tuple[Any, ...] | None | Deferred[Any] | Awaitable[Any]"
 
 
 class LogLevel(IntEnum):

@@ -4,8 +4,8 @@ Authentication-Results (RFC 8601), and the header-block splitter."""
 from __future__ import annotations
 
 import re
-from email.utils import format_datetime
 from datetime import datetime
+from email.utils import format_datetime
 from typing import TYPE_CHECKING
 
 from qptwisted import __version__

@@ -11,8 +11,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.plugin import getPlugins
+from zope.interface import implementer
 
 from qptwisted.config import ConfigError
 from qptwisted.interfaces import IQPPluginFactory
@@ -38,6 +39,7 @@ def discover(plugin_dirs: Iterable[str] = ()) -> tuple[dict[str, Any], list[str]
     factories: dict[str, Any] = {}
     errors: list[str] = []
 
+    @implementer(ILogObserver)
     def observe(event: dict[str, Any]) -> None:
         failure = event.get("log_failure")
         if failure is not None:

@@ -52,7 +52,7 @@ class SMTPProtocol(Protocol):
         self._timer = engine.clock.callLater(engine.command_timeout, self._check_idle)
         self._wait(self.session.start(concurrent, from_ip))
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         """Stop timers and let the session run its end-of-connection hooks."""
         if self._timer is not None and self._timer.active():
             self._timer.cancel()

@@ -32,7 +32,7 @@ class SMTPFactory(ServerFactory):
         self.connections = 0
         self.per_ip: Counter[str] = Counter()
 
-    def buildProtocol(self, addr: IAddress) -> SMTPProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> SMTPProtocol:
         """A protocol for one new connection."""
         return SMTPProtocol(self)
 

@@ -19,7 +19,6 @@ from qptwisted import __version__, replies
 from qptwisted.address import Address, AddressError, parse_params, split_path
 from qptwisted.codes import (
     DECLINED,
-    DENY,
     DONE,
     LOGERROR,
     LOGINFO,
@@ -49,9 +48,14 @@ _HELP = ("This is qptwisted {version}\nSee the README of qptwisted for help.\n"
 class Transport(Protocol):
     """What a session needs from the protocol below it."""
 
-    def write(self, data: bytes) -> None: ...
-    def close(self) -> None: ...
-    def start_data(self, reader: DataReader) -> None: ...
+    def write(self, data: bytes) -> None:
+        """Send reply bytes."""
+
+    def close(self) -> None:
+        """Close the connection after pending writes."""
+
+    def start_data(self, reader: DataReader) -> None:
+        """Hand the following input to ``reader`` until the message ends."""
 
 
 class Session:

@@ -118,7 +118,8 @@ def make_transaction(engine: Engine, connection: Connection | None = None, sende
 def run_hook(engine: Engine, hook: str, transaction: Transaction, *args: Any,
              **kwargs: Any) -> Deferred[HookResult]:
     """Run a hook chain; always a Deferred (use ``successResultOf`` when it is synchronous)."""
-    return maybeDeferred(engine.hooks.run, hook.replace("-", "_"), transaction, *args, **kwargs)
+    run: Any = engine.hooks.run
+    return maybeDeferred(run, hook.replace("-", "_"), transaction, *args, **kwargs)
 
 
 class SMTPDialogue:

@@ -15,7 +15,7 @@ import os
 import time
 from typing import TextIO
 
-from qptwisted import OK, Plugin
+from qptwisted import OK, HookAnswer, Plugin
 
 
 class FileLog(Plugin):
@@ -58,7 +58,7 @@ class FileLog(Plugin):
         return self._handle
 
     def hook_logging(self, transaction: object, level: int, hook: str | None, plugin: str | None,
-                     message: str) -> object:
+                     message: str) -> HookAnswer:
         if level <= self.level:
             tag = f"{plugin}: " if plugin else ""
             self._file().write(f"{time.strftime(self.tsformat)} {os.getpid()} {tag}{message}\n")

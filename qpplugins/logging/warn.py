@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from qptwisted import OK, Plugin
+from qptwisted import OK, HookAnswer, Plugin
 
 
 class Warn(Plugin):
@@ -25,7 +25,7 @@ class Warn(Plugin):
         self.level = int(args[0]) if args else self.engine.loglevel
 
     def hook_logging(self, transaction: object, level: int, hook: str | None, plugin: str | None,
-                     message: str) -> object:
+                     message: str) -> HookAnswer:
         if level <= self.level:
             tag = f"{plugin}: " if plugin else ""
             sys.stderr.write(f"{os.getpid()} {tag}{message}\n")

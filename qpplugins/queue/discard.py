@@ -7,7 +7,7 @@ config/plugins::
 
 from __future__ import annotations
 
-from qptwisted import OK, Plugin, Transaction
+from qptwisted import OK, HookAnswer, Plugin, Transaction
 
 
 class Discard(Plugin):
@@ -15,5 +15,5 @@ class Discard(Plugin):
 
     name = "queue/discard"
 
-    def hook_queue(self, transaction: Transaction) -> object:
+    def hook_queue(self, transaction: Transaction) -> HookAnswer:
         return OK, "Queued (discarded)"
