@@ -3,7 +3,7 @@
 Only ``<CRLF>.<CRLF>`` ends a message. Bare CR or LF anywhere in the body is
 noted (the message is then refused), so ``<LF>.<LF>``, ``<LF>.<CR><LF>`` and
 ``<CR>.<CR>`` can never end it: no SMTP smuggling. Lines are turned into LF
-line endings and dot-unstuffed with ``bytes`` methods on whole chunks; there
+line endings and dot-unstuffed (RFC 5321 4.5.2) with ``bytes`` methods on whole chunks; there
 is no per-line Python loop.
 """
 
@@ -73,10 +73,11 @@ class DataReader:
         if len(lines) > self.max_line and not self.long_line:
             self.long_line = max(map(len, lines.split(b"\r\n"))) > self.max_line - 2
         out = lines.replace(b"\r\n", b"\n")
-        if out[:2] == b"..":
+        # RFC 5321 4.5.2: the first of a line's leading dots is always deleted
+        if out[:1] == b".":
             out = out[1:]
-        if b"\n.." in out:
-            out = out.replace(b"\n..", b"\n.")
+        if b"\n." in out:
+            out = out.replace(b"\n.", b"\n")
         self.size += len(out)
         if self.too_big:
             return

@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IOpenSSLServerConnectionCreator
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IOpenSSLServerConnectionCreator
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from qptwisted.codes import LOGINFO
 from qptwisted.connection import Connection
 from qptwisted.dataread import DataReader
 from qptwisted.session import Session
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from qptwisted.server import SMTPFactory
 
 
+@implementer(IHandshakeListener)
 class SMTPProtocol(Protocol):
     """One SMTP connection on the wire; the conversation itself is a :class:`Session`."""
 
@@ -38,6 +41,7 @@ class SMTPProtocol(Protocol):
         self._reader: DataReader | None = None
         self._timer: IDelayedCall | None = None
         self._last = 0.0
+        self._watching = False
 
     # -- connection lifecycle --------------------------------------------------
     def connectionMade(self) -> None:
@@ -54,6 +58,9 @@ class SMTPProtocol(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         """Stop timers and let the session run its end-of-connection hooks."""
+        if reason is not None and self.session.connection.tls is None and _is_tls_error(reason):
+            self.engine.log(LOGINFO, f"TLS handshake with {self.session.connection.remote_ip} failed: "
+                            f"{reason.getErrorMessage()}")
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -82,13 +89,36 @@ class SMTPProtocol(Protocol):
         self._buffer = b""
         self.transport.startTLS(context)  # type: ignore[union-attr]
 
+    def handshakeCompleted(self) -> None:
+        """TLS is up (STARTTLS or an implicit-TLS listener): tell the session what was negotiated."""
+        from qptwisted.tls import tls_info
+
+        self.session.tls_established(tls_info(self.transport.getHandle()))  # type: ignore[union-attr]
+
     # -- input -------------------------------------------------------------------
     def dataReceived(self, data: bytes) -> None:
         """Buffer input; process it unless a command is in flight."""
+        if self.session.closed:
+            return  # closing: input is ignored and must not pile up in memory
         self._last = self.engine.clock.seconds()
         self._buffer = self._buffer + data if self._buffer else data
+        if self._busy and len(self._buffer) > self.engine.max_command_length:
+            self.transport.pauseProducing()  # type: ignore[union-attr]
         if not self._busy and not self._processing:
             self._process()
+
+    def watch_input(self) -> None:
+        """Keep reading while the current command is in flight (input still waits).
+
+        For plugins such as ``earlytalker`` that check whether the client
+        talks before it was answered; see :meth:`input_pending`.
+        """
+        self._watching = True
+        self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def input_pending(self) -> bool:
+        """True if the client sent bytes that no command has consumed yet."""
+        return bool(self._buffer)
 
     def _process(self) -> None:
         session = self.session
@@ -134,7 +164,9 @@ class SMTPProtocol(Protocol):
         if step is None:
             return
         self._busy = True
-        self.transport.pauseProducing()  # type: ignore[union-attr]
+        watching, self._watching = self._watching, False
+        if not watching:
+            self.transport.pauseProducing()  # type: ignore[union-attr]
         step.addBoth(self._resume)
 
     def _resume(self, result: object) -> None:
@@ -157,3 +189,9 @@ class SMTPProtocol(Protocol):
         self._timer = None
         self.session.respond(421, "Connection Timed Out", "4.4.2")
         self.session.disconnect()
+
+
+def _is_tls_error(reason: Failure) -> bool:
+    from OpenSSL import SSL
+
+    return bool(reason.check(SSL.Error))

@@ -111,6 +111,9 @@ def format_reply(code: int, message: str, enhanced: str | None) -> bytes:
     starts with one; a qpsmtpd-style ``(#5.7.1)`` in the text is used as the
     code. ``None`` sends no enhanced code (greeting, HELO/EHLO, 3xx).
     """
+    if "\r" in message or message.endswith("\n"):
+        # no bare CR on the wire; a trailing newline adds no empty line (Perl's split)
+        message = message.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")
     lines = message.split("\n") if "\n" in message else [message]
     if enhanced is not None:
         if _ENHANCED_PREFIX.match(lines[0]):
