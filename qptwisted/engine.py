@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import tempfile
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -127,7 +128,7 @@ class Engine:
             self._logging = True
             try:
                 for registration in self.hooks.chains["logging"]:
-                    registration.function(None, level, hook, plugin, message)
+                    registration.function(self.hooks.current, level, hook, plugin, message)
             finally:
                 self._logging = False
             return
@@ -140,7 +141,23 @@ class Engine:
         """Run blocking work on the engine's bounded thread pool."""
         if self._threadpool is None:
             self._threadpool = shared_threadpool()
-        return deferToThreadPool(self.clock, self._threadpool, function, *args, **kwargs)  # type: ignore[arg-type]
+        reactor: Any = self.clock
+        if not hasattr(reactor, "callFromThread"):  # an injected Clock: results come back via the reactor
+            from twisted.internet import reactor
+        return deferToThreadPool(reactor, self._threadpool, function, *args, **kwargs)
+
+    @property
+    def resolver(self) -> Any:
+        """The DNS resolver facade (:class:`qptwisted.dns.Resolver`), built on first use."""
+        if getattr(self, "_resolver", None) is None:
+            from qptwisted.dns import Resolver
+
+            self._resolver = Resolver.from_config(self)
+        return self._resolver
+
+    @resolver.setter
+    def resolver(self, resolver: Any) -> None:
+        self._resolver = resolver
 
     def describe(self) -> str:
         """One line for the start-up log."""
@@ -151,6 +168,10 @@ class Engine:
 _pool: ThreadPool | None = None
 
 
+def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
+    return threading.Thread(*args, daemon=True, **kwargs)
+
+
 def shared_threadpool(size: int = 10) -> ThreadPool:
     """The process-wide bounded pool for blocking plugin work, started on first use."""
     global _pool
@@ -158,6 +179,9 @@ def shared_threadpool(size: int = 10) -> ThreadPool:
         from twisted.internet import reactor
 
         _pool = ThreadPool(minthreads=0, maxthreads=size, name="qptwisted")
+        # Daemon workers: a process whose reactor never shuts down (a test run, an
+        # embedding script) must still be able to exit; twistd stops the pool at shutdown.
+        _pool.threadFactory = _daemon_thread  # type: ignore[assignment]
         _pool.start()
         reactor.addSystemEventTrigger("during", "shutdown", _pool.stop)  # type: ignore[attr-defined]
     return _pool

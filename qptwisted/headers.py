@@ -4,6 +4,7 @@ Authentication-Results (RFC 8601), and the header-block splitter."""
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime
 from email.utils import format_datetime
 from typing import TYPE_CHECKING
@@ -39,8 +40,19 @@ def received_line(me: str, connection: Connection) -> str:
     tls = connection.tls
     cipher = f" ({tls.version}:{tls.cipher} encrypted)" if tls else ""
     return (f"from {connection.remote_info} (HELO {connection.hello_host}) ({connection.remote_ip})\n"
-            f"\tby {me} (qptwisted/{__version__}) with {connection.protocol}{cipher}; "
-            f"{format_datetime(datetime.now().astimezone())}")
+            f"\tby {me} (qptwisted/{__version__}) with {connection.protocol}{cipher}; {_now()}")
+
+
+_date: tuple[int, str] = (-1, "")
+
+
+def _now() -> str:
+    """The RFC 5322 date of this second (formatted once per second, not per message)."""
+    global _date
+    second = int(time.time())
+    if _date[0] != second:
+        _date = (second, format_datetime(datetime.fromtimestamp(second).astimezone()))
+    return _date[1]
 
 
 def authentication_results(authserv_id: str, transaction: Transaction) -> str:

@@ -68,6 +68,8 @@ class HookRunner:
         self.log = log
         self.chains: dict[str, list[Registration]] = {}
         self._observed = False
+        #: the transaction whose hook is running now (loggers tag lines with its ids)
+        self.current: Transaction | None = None
 
     def register(self, hook: str, plugin: str, function: Callable[..., Any],
                  timeout: float, unshift: bool = False) -> None:
@@ -96,11 +98,14 @@ class HookRunner:
                   kwargs: dict[str, Any]) -> HookResult | Deferred[HookResult]:
         for index in range(start, len(chain)):
             registration = chain[index]
+            previous, self.current = self.current, transaction
             try:
                 value = registration.function(transaction, *args, **kwargs)
             except Exception:
                 self._crashed(hook, registration, Failure())
                 continue
+            finally:
+                self.current = previous
             if value is None or value is DECLINED:
                 if self._observed and hook not in _SILENT:
                     self._observe(transaction, hook, HookResult(DECLINED, None, None, registration.plugin))

@@ -41,9 +41,12 @@ def discover(plugin_dirs: Iterable[str] = ()) -> tuple[dict[str, Any], list[str]
 
     @implementer(ILogObserver)
     def observe(event: dict[str, Any]) -> None:
-        failure = event.get("log_failure")
+        # getPlugins logs through the legacy API: its events carry "failure"
+        failure = event.get("log_failure") or event.get("failure")
         if failure is not None:
-            errors.append(f"{failure.type.__name__}: {failure.getErrorMessage()}")
+            where = _failed_module(failure)
+            errors.append(f"{where + ': ' if where else ''}{failure.type.__name__}: "
+                          f"{failure.getErrorMessage()}")
 
     globalLogPublisher.addObserver(observe)
     try:
@@ -56,6 +59,18 @@ def discover(plugin_dirs: Iterable[str] = ()) -> tuple[dict[str, Any], list[str]
         for factory in _from_directory(Path(directory), errors):
             _add(factories, factory)
     return factories, errors
+
+
+def _failed_module(failure: Any) -> str:
+    """The plugin module a failed dropin import came from (getPlugins does not say)."""
+    filename = getattr(failure.value, "filename", None)
+    if isinstance(failure.value, SyntaxError) and filename:
+        return str(filename)
+    for frame in failure.frames:
+        function, filename = frame[0], frame[1]
+        if function == "<module>" and not filename.startswith("<"):
+            return str(filename)
+    return ""
 
 
 def _add(factories: dict[str, Any], factory: Any) -> None:

@@ -165,7 +165,7 @@ class SMTPProtocol(Protocol):
             return
         self._busy = True
         watching, self._watching = self._watching, False
-        if not watching:
+        if not watching and not self.session.closed:
             self.transport.pauseProducing()  # type: ignore[union-attr]
         step.addBoth(self._resume)
 

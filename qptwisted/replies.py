@@ -104,6 +104,9 @@ _ENHANCED_PREFIX = re.compile(r"[245]\.\d{1,3}\.\d{1,3}(?= |$)")
 _QPSMTPD_DSN = re.compile(r"\(#([245]\.\d{1,3}\.\d{1,3})\)")
 
 
+_FORMATTED: dict[tuple[int, str, str | None], bytes] = {}  # the first replies seen; bounded, no eviction
+
+
 def format_reply(code: int, message: str, enhanced: str | None) -> bytes:
     """The wire form of a reply: ``NNN-`` continuation lines, CRLF after each.
 
@@ -111,6 +114,16 @@ def format_reply(code: int, message: str, enhanced: str | None) -> bytes:
     starts with one; a qpsmtpd-style ``(#5.7.1)`` in the text is used as the
     code. ``None`` sends no enhanced code (greeting, HELO/EHLO, 3xx).
     """
+    key = (code, message, enhanced)
+    cached = _FORMATTED.get(key)
+    if cached is None:
+        cached = _format_reply(code, message, enhanced)
+        if len(_FORMATTED) < 512:
+            _FORMATTED[key] = cached
+    return cached
+
+
+def _format_reply(code: int, message: str, enhanced: str | None) -> bytes:
     if "\r" in message or message.endswith("\n"):
         # no bare CR on the wire; a trailing newline adds no empty line (Perl's split)
         message = message.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")

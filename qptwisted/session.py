@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
-from qptwisted import __version__, replies
+from qptwisted import __version__, replies, sasl
 from qptwisted.address import Address, AddressError, parse_params, split_path
 from qptwisted.codes import (
     DECLINED,
@@ -25,7 +25,7 @@ from qptwisted.codes import (
     OK,
     HookResult,
 )
-from qptwisted.connection import Connection
+from qptwisted.connection import Connection, TLSInfo
 from qptwisted.dataread import DataReader
 from qptwisted.headers import (
     authentication_results,
@@ -57,6 +57,9 @@ class Transport(Protocol):
     def start_data(self, reader: DataReader) -> None:
         """Hand the following input to ``reader`` until the message ends."""
 
+    def start_tls(self, context: Any) -> None:
+        """Discard buffered input and start TLS with ``context``."""
+
 
 class Session:
     """One SMTP conversation, qpsmtpd's ``Qpsmtpd::SMTP``."""
@@ -74,10 +77,11 @@ class Session:
         self._spool_error: OSError | None = None
         self._header_too_large = False
         self._reader: DataReader | None = None
+        self._line_handler: Callable[[str], Step] | None = None
         self.commands: dict[str, Callable[[str], Step]] = {
             "helo": self.helo, "ehlo": self.ehlo, "mail": self.mail, "rcpt": self.rcpt,
             "data": self.data, "rset": self.rset, "noop": self.noop, "vrfy": self.vrfy,
-            "help": self.help, "quit": self.quit,
+            "help": self.help, "quit": self.quit, "auth": self.auth,
         }
 
     # -- plumbing -------------------------------------------------------------
@@ -184,6 +188,13 @@ class Session:
     # -- commands -------------------------------------------------------------
     def command(self, line: str) -> Step:
         """Dispatch one command line (without its line ending)."""
+        if self._line_handler is not None:
+            expected, self._line_handler = self._line_handler, None
+            try:
+                return expected(line)
+            except Exception:
+                self.fault("continuation", Failure())
+                return None
         verb, _, rest = line.partition(" ")
         handler = self.commands.get(verb.lower())
         try:
@@ -196,6 +207,32 @@ class Session:
         if step is not None:
             step.addErrback(self._step_failed, verb)
         return step
+
+    def expect_line(self, handler: Callable[[str], Step]) -> None:
+        """Give the next input line to ``handler`` instead of the verb table (SASL ``334``)."""
+        self._line_handler = handler
+
+    def start_tls(self, context: Any, implicit: bool = False) -> None:
+        """STARTTLS (RFC 3207): answer 220, switch to TLS, forget HELO, AUTH and the transaction.
+
+        Plaintext the client pipelined after STARTTLS is discarded. With
+        ``implicit`` (SMTPS) nothing is written and nothing reset.
+        """
+        if not implicit:
+            self.respond(220, "Ready to start TLS", "2.0.0")
+        self._line_handler = None
+        self.transport.start_tls(context)
+        if not implicit:
+            self.connection.reset_after_tls()
+            self.reset_transaction()
+
+    def tls_established(self, info: TLSInfo) -> None:
+        """The TLS handshake finished: record what was negotiated for plugins and Received."""
+        self.connection.tls = info
+
+    def auth(self, rest: str) -> Step:
+        """AUTH (RFC 4954): SASL PLAIN, LOGIN, CRAM-MD5 through the auth hooks."""
+        return sasl.auth_command(self, rest)
 
     def _step_failed(self, failure: Failure, verb: str) -> None:
         if not self.closed and not failure.check(CancelledError):
@@ -252,6 +289,7 @@ class Session:
             lines.append(f"SIZE {self.engine.databytes}")
         lines += ["ENHANCEDSTATUSCODES", "SMTPUTF8"]
         lines += self.transaction.notes.get("capabilities", ())
+        lines += sasl.capabilities(self)
         self.respond(250, "\n".join(lines), None)
         return None
 
@@ -439,7 +477,16 @@ class Session:
         if self.closed:
             return None
         if self._in_header:
+            # the header block ends with the message: data_headers_end answers first
             self._end_header(*(split_header(self._header_buffer, final=True) or (b"", b"")))
+            if self.waiting is not None:
+                return self.waiting.addCallback(lambda _: self._check_message(reader))
+        return self._check_message(reader)
+
+    def _check_message(self, reader: DataReader) -> Step:
+        """Refuse a broken message, else add our headers and run data_post and queue."""
+        if self.closed:
+            return None
         transaction = self.transaction
         transaction.data_size = reader.size
         refusal: tuple[int, str, str] | None = None
@@ -459,7 +506,9 @@ class Session:
             self.reset_transaction()
             return None
         if self.engine.hooks.has("data_post_headers"):
-            self.engine.hooks.run("data_post_headers", transaction)
+            # awaited (answer ignored): SPF, DKIM and DMARC store their Authentication-Results here
+            return self._run("data_post_headers", lambda _: self._run(
+                "received_line", self._add_headers, transaction.connection.protocol, "", ""))
         return self._run("received_line", self._add_headers, transaction.connection.protocol, "", "")
 
     def _add_headers(self, result: HookResult) -> Step:
@@ -483,7 +532,7 @@ class Session:
         return self._run("queue_pre", self._after_queue_pre)
 
     def _after_queue_pre(self, result: HookResult) -> Step:
-        if result.code is DONE:
+        if result.code is DONE or self._deny(replies.QUEUE, result):
             self.reset_transaction()
             return None
         return self._run("queue", self._after_queue)

@@ -17,6 +17,8 @@ class Options(usage.Options):
     synopsis = "[options]"
     optParameters = [
         ["config", "c", None, "qpsmtpd-style config directory (default ./config, else the sample)"],
+        ["workers", "w", 0, "prefork N worker processes sharing the listening sockets "
+         "(tcp:/tcp6: ports; 0 = serve in this process)", int],
     ]
     longdesc = ("Runs the qptwisted SMTP server. Listeners are endpoint strings, e.g. "
                 f"--port {DEFAULT_PORT} (the default) or --port tcp6:25; repeat --port for more.")
@@ -46,6 +48,12 @@ def makeService(options: Options) -> service.MultiService:
         top = QPSMTPDService(options["config"])
     except ConfigError as err:
         raise SystemExit(f"qpsmtpd: {err}") from None
+    if options["workers"] > 0:
+        from qptwisted.workers import WorkerPool
+
+        master = service.MultiService()  # the configuration was checked above; workers load their own
+        WorkerPool(options["workers"], options["ports"], options["config"]).setServiceParent(master)
+        return master
     for description in options["ports"]:
         top.listen(description)
     return top

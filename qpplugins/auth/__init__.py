@@ -1,0 +1,1 @@
+"""Stock SMTP AUTH checkers: the engine speaks SASL, these plugins check credentials."""

@@ -1,0 +1,182 @@
+"""dmarc: DMARC (RFC 7489) policy evaluation after SPF and DKIM.
+
+At ``data_post_headers`` (list it after ``sender_permitted_from`` and
+``dkim`` in ``config/plugins``) the domain of the ``From`` header is taken,
+its DMARC record looked up at ``_dmarc.<domain>``, else at
+``_dmarc.<organizational domain>`` (from the Public Suffix List package
+``publicsuffixlist``), and the message passes when SPF passed for an aligned
+envelope domain or a DKIM signature of an aligned domain passed (``adkim``
+and ``aspf``: relaxed = same organizational domain, strict = same domain).
+The result goes into Authentication-Results as ``dmarc=pass|fail|none|
+temperror|permerror (p=<policy> dis=<disposition>) header.from=<domain>``
+and into the transaction note ``dmarc`` (a dict).
+
+The disposition is carried out at ``data_post``: ``reject`` refuses
+(``pct`` is honoured), ``quarantine`` adds ``X-DMARC-Quarantine: yes`` for
+the delivery agent's filters; ``sp`` applies to subdomains. A message
+without a ``From`` header, or with several From addresses, is refused (RFC
+7489 6.6.1). Relay clients and authenticated users are not checked.
+
+Arguments (``name value`` pairs):
+
+``reject 1|0|naughty``
+    carry out ``p=reject`` (default 1); 0 only records the result.
+``reject_type perm|temp|...``
+    default ``perm``.
+``timeout N``
+    seconds per lookup (default: the engine's ``dns_timeout``).
+
+config/plugins::
+
+    sender_permitted_from reject 0
+    dkim
+    dmarc reject 1
+"""
+
+from __future__ import annotations
+
+import random
+from email.utils import getaddresses
+from typing import Any
+
+from publicsuffixlist import PublicSuffixList
+from twisted.internet.defer import Deferred
+
+from qptwisted import DECLINED, DENY, LOGINFO, LOGWARN, HookAnswer, Transaction
+from qptwisted.dns import DNSTempError
+from qptwisted.policy import PolicyPlugin
+
+_psl: PublicSuffixList | None = None
+
+
+def organizational_domain(domain: str) -> str:
+    """The registrable ("organizational") domain of ``domain`` (RFC 7489 3.2)."""
+    global _psl
+    if _psl is None:
+        _psl = PublicSuffixList()
+    domain = domain.lower().rstrip(".")
+    return _psl.privatesuffix(domain) or domain
+
+
+def parse_record(text: str) -> dict[str, str] | None:
+    """The tags of a DMARC record, or None if it is not one (``v=DMARC1`` first)."""
+    tags: dict[str, str] = {}
+    for part in text.split(";"):
+        key, sep, value = part.partition("=")
+        if sep:
+            tags.setdefault(key.strip().lower(), value.strip())
+    if not text.strip().lower().startswith("v=dmarc1") or tags.get("v", "").upper() != "DMARC1":
+        return None
+    return tags
+
+
+def find_policy_record(resolver: Any, domain: str) -> Deferred[tuple[str, dict[str, str]] | None]:
+    """``(domain where found, tags)`` of the DMARC record that governs ``domain``, or None."""
+    domain = domain.lower().rstrip(".")
+    org = organizational_domain(domain)
+
+    def pick(texts: list[str]) -> dict[str, str] | None:
+        records = [r for r in (parse_record(t) for t in texts) if r is not None]
+        return records[0] if len(records) == 1 else None
+
+    def at_domain(texts: list[str]) -> Any:
+        found = pick(texts)
+        if found is not None:
+            return domain, found
+        if org == domain:
+            return None
+        return resolver.lookup_txt(f"_dmarc.{org}").addCallback(
+            lambda more: (org, pick(more)) if pick(more) is not None else None)
+
+    result: Deferred[Any] = resolver.lookup_txt(f"_dmarc.{domain}").addCallback(at_domain)
+    return result
+
+
+def aligned(one: str, other: str, mode: str) -> bool:
+    """Identifier alignment: strict (``s``) means equal, relaxed means same organizational domain."""
+    one, other = one.lower().rstrip("."), other.lower().rstrip(".")
+    if mode == "s":
+        return one == other
+    return organizational_domain(one) == organizational_domain(other)
+
+
+class DMARC(PolicyPlugin):
+    """DMARC evaluation and disposition."""
+
+    name = "dmarc"
+    defaults = {"reject": "1", "reject_type": "perm"}
+    known_args = ("timeout",)
+
+    def hook_data_post_headers(self, transaction: Transaction) -> HookAnswer:
+        connection = transaction.connection
+        if connection.relay_client or connection.auth_user:
+            return DECLINED
+        values = [str(v) for v in transaction.header.get_all("From", [])]
+        addresses = [a for _, a in getaddresses(values) if a]
+        domains = {a.rsplit("@", 1)[1].lower() for a in addresses if "@" in a}
+        if not addresses or len(domains) != 1:
+            why = "no From header" if not addresses else "From header with several domains"
+            transaction.notes["dmarc"] = {"result": "permerror", "reason": why, "disposition": "reject"}
+            transaction.auth_results.append(f"dmarc=permerror ({why})")
+            return DECLINED
+        from_domain = domains.pop()
+        lookup = find_policy_record(self.engine.resolver, from_domain)
+        return lookup.addCallbacks(self._evaluate, self._failed, callbackArgs=(transaction, from_domain),
+                                   errbackArgs=(transaction, from_domain))
+
+    def _failed(self, failure: Any, transaction: Transaction, from_domain: str) -> HookAnswer:
+        failure.trap(DNSTempError)
+        self.log(LOGWARN, f"policy lookup for {from_domain}: {failure.getErrorMessage()}")
+        transaction.notes["dmarc"] = {"result": "temperror", "domain": from_domain, "disposition": "none"}
+        transaction.auth_results.append(f"dmarc=temperror header.from={from_domain}")
+        return DECLINED
+
+    def _evaluate(self, found: tuple[str, dict[str, str]] | None, transaction: Transaction,
+                  from_domain: str) -> HookAnswer:
+        if found is None:
+            transaction.notes["dmarc"] = {"result": "none", "domain": from_domain, "disposition": "none"}
+            transaction.auth_results.append(f"dmarc=none header.from={from_domain}")
+            self.log(LOGINFO, f"none, {from_domain} publishes no policy")
+            return DECLINED
+        where, tags = found
+        policy = tags.get("p", "none").lower()
+        if where != from_domain and "sp" in tags:
+            policy = tags["sp"].lower()
+        if policy not in ("none", "quarantine", "reject"):
+            policy = "none"
+        spf = transaction.notes.get("spf") or {}
+        spf_ok = spf.get("result") == "pass" and spf.get("scope") == "mailfrom" and \
+            aligned(spf.get("domain", ""), from_domain, tags.get("aspf", "r").lower())
+        dkim_ok = any(info.get("result") == "pass" and
+                      aligned(info.get("domain", ""), from_domain, tags.get("adkim", "r").lower())
+                      for info in transaction.notes.get("dkim") or ())
+        passed = spf_ok or dkim_ok
+        disposition = "none"
+        if not passed and policy != "none":
+            try:
+                pct = min(100, max(0, int(tags.get("pct", "100"))))
+            except ValueError:
+                pct = 100
+            disposition = policy if pct == 100 or random.randrange(100) < pct else "none"
+        result = "pass" if passed else "fail"
+        transaction.notes["dmarc"] = {"result": result, "domain": from_domain, "policy": policy,
+                                      "disposition": disposition, "spf_aligned": spf_ok,
+                                      "dkim_aligned": dkim_ok}
+        transaction.auth_results.append(
+            f"dmarc={result} (p={policy} dis={disposition}) header.from={from_domain}")
+        self.log(LOGINFO, f"{result}, {from_domain} p={policy} dis={disposition}")
+        return DECLINED
+
+    def hook_data_post(self, transaction: Transaction) -> HookAnswer:
+        info = transaction.notes.get("dmarc")
+        if not info:
+            return DECLINED
+        if info["disposition"] == "quarantine":
+            transaction.prepend_header("X-DMARC-Quarantine", "yes")
+            return DECLINED
+        if info["disposition"] != "reject":
+            return DECLINED
+        if info["result"] == "permerror":
+            return self.get_reject(transaction, f"DMARC: message has {info['reason']} (RFC 7489 6.6.1)",
+                                   default=DENY)
+        return self.get_reject(transaction, f"failed DMARC policy of {info['domain']}", default=DENY)

@@ -1,0 +1,131 @@
+"""earlytalker: refuse clients that talk before they are spoken to.
+
+A real MTA waits for the greeting (and for the ``354`` after DATA); many
+spam engines do not. The plugin holds the greeting back for ``wait`` seconds
+and looks whether the client sent anything meanwhile. Nothing blocks: the
+``connect`` (or ``data``) hook returns a Deferred that fires on the engine's
+clock, while the protocol keeps reading input without acting on it.
+
+Arguments (``name value`` pairs):
+
+``wait N``
+    seconds to wait (default 1). Keep it short: some senders give up
+    after 30 seconds.
+``check-at CONNECT|DATA``
+    where to check; may be given twice (default ``CONNECT`` only).
+``defer-reject 0|1``
+    greet normally but refuse every MAIL of an early talker (default 0).
+``reject 0|1|naughty``, ``reject_type perm|temp|disconnect|temp_disconnect``, ``loglevel``
+    as for every policy plugin (default ``reject 1``, ``reject_type perm``).
+``action deny|denysoft|log``
+    qpsmtpd's old spelling of ``reject``/``reject_type``.
+
+Immune clients (relay clients, whitelisted hosts) are not delayed. An early
+talker gets the connection note ``earlytalker`` and karma -1.
+
+Refused at connect: ``550 Connecting host started transmitting before SMTP
+greeting`` and the connection is closed.
+
+config/plugins::
+
+    earlytalker wait 2 check-at CONNECT reject 1
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
+
+from qptwisted import DECLINED, LOGINFO, LOGWARN, Address, HookAnswer, Transaction
+from qptwisted.policy import PolicyPlugin
+
+MESSAGE = "Connecting host started transmitting before SMTP greeting"
+
+
+class EarlyTalker(PolicyPlugin):
+    """Delay the greeting (or the 354) and refuse clients that talk into the silence."""
+
+    name = "earlytalker"
+    known_args = ("wait", "defer-reject", "action")
+    defaults = {"wait": "1", "reject_type": "perm"}
+
+    def register(self, *args: str) -> None:
+        """Parse the arguments; ``check-at`` may repeat."""
+        words = list(args)
+        self.check_at: set[str] = set()
+        rest: list[str] = []
+        if len(words) % 2:
+            raise ValueError(f"earlytalker: arguments must be 'name value' pairs, got {words}")
+        for key, value in zip(words[::2], words[1::2], strict=True):
+            if key.lower() == "check-at":
+                if value.upper() not in ("CONNECT", "DATA"):
+                    raise ValueError(f"earlytalker: check-at must be CONNECT or DATA, not {value!r}")
+                self.check_at.add(value.upper())
+            else:
+                rest += [key, value]
+        self.parse_args(rest)
+        self.check_at = self.check_at or {"CONNECT"}
+        action = self.opts.get("action")
+        if action is not None:
+            self.opts["reject"] = "1" if action.lower().startswith("deny") else "0"
+            if "reject_type" not in rest:
+                self.opts["reject_type"] = "temp" if action.lower() == "denysoft" else "perm"
+        self.wait = float(self.opts["wait"])
+        self.defer_reject = self.opts.get("defer-reject", "0") not in ("0", "")
+        self._timers: dict[int, IDelayedCall] = {}
+
+    def _watch(self, transaction: Transaction) -> HookAnswer:
+        """Wait ``wait`` seconds, reading input meanwhile; then judge."""
+        if self.is_immune(transaction):
+            return DECLINED
+        connection = transaction.connection
+        protocol: Any = getattr(connection.session, "transport", None)
+        if protocol is None or not hasattr(protocol, "input_pending"):
+            self.log(LOGWARN, "skip, the transport cannot tell early input")
+            return DECLINED
+        protocol.watch_input()
+        done: Deferred[None] = Deferred(lambda _: self._cancel(connection.id))
+        self._timers[connection.id] = self.clock.callLater(self.wait, self._fire, connection.id, done)
+        return done.addCallback(lambda _: self._judge(transaction, protocol.input_pending()))
+
+    def _fire(self, key: int, done: Deferred[None]) -> None:
+        self._timers.pop(key, None)
+        done.callback(None)
+
+    def _cancel(self, key: int) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _judge(self, transaction: Transaction, talked: bool) -> HookAnswer:
+        ip = transaction.connection.remote_ip
+        if not talked:
+            self.log(LOGINFO, f"pass, {ip} said nothing spontaneous")
+            return DECLINED
+        transaction.connection.notes["earlytalker"] = True
+        self.adjust_karma(transaction, -1)
+        if self.defer_reject:
+            self.log(LOGINFO, f"fail, {ip} started talking before we said hello (deferred)")
+            return DECLINED
+        return self.get_reject(transaction, MESSAGE, f"{ip} started talking before we said hello")
+
+    def hook_connect(self, transaction: Transaction) -> HookAnswer:
+        if "CONNECT" not in self.check_at:
+            return DECLINED
+        return self._watch(transaction)
+
+    def hook_data(self, transaction: Transaction) -> HookAnswer:
+        if "DATA" not in self.check_at:
+            return DECLINED
+        return self._watch(transaction)
+
+    def hook_mail(self, transaction: Transaction, sender: Address, **params: str) -> HookAnswer:
+        if not self.defer_reject or not transaction.connection.notes.get("earlytalker"):
+            return DECLINED
+        return self.get_reject(transaction, MESSAGE, "early talker")
+
+    def hook_disconnect(self, transaction: Transaction) -> HookAnswer:
+        self._cancel(transaction.connection.id)
+        return DECLINED

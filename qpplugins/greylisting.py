@@ -1,0 +1,224 @@
+"""greylisting: temporarily refuse unknown (client, sender, recipient) triplets.
+
+qpsmtpd's logic: the first time a triplet is seen it is refused with a
+temporary error and remembered. A retry within ``black_timeout`` is still
+refused ("too early"); a retry after that but within ``grey_timeout`` is
+accepted and the triplet becomes white for ``white_timeout`` (renewed on
+every use). A grey entry not retried in time is forgotten. Time comes from
+the engine's clock, so tests inject it.
+
+Which parts form the key: ``remote_ip`` (default 1), ``sender`` (0),
+``recipient`` (0). With ``recipient`` or ``per_recipient`` the check runs at
+``rcpt`` for each recipient; otherwise at ``mail`` (or, with ``deny_late``,
+the refusal waits until ``data``). Not greylisted: relay clients,
+authenticated users, whitelisted hosts/senders, clients matched by
+``greylist_exclude_files``, and clients outside the ``p0f`` / ``geoip``
+selections when those are given.
+
+Arguments (``name value`` pairs):
+
+``remote_ip 1``, ``sender 0``, ``recipient 0``, ``per_recipient 0``
+    the key, as above.
+``black_timeout N`` (default 3000 s), ``grey_timeout N`` (default 12000 s),
+``white_timeout N`` (default 3110400 s = 36 days)
+    the windows, in seconds.
+``deny_late 0|1``
+    refuse at DATA instead of MAIL (key without recipient only).
+``reject 1|0``
+    0 logs what would happen and never refuses (test mode).
+``db_dir DIR``
+    directory of the SQLite store (default: the engine's ``spool_dir``).
+``redis redis://host:port/db``
+    keep the triplets in Redis instead, shared by several servers.
+``p0f genre,Windows``
+    greylist only clients whose ``p0f`` note has that value (e.g. from ``ident/p0f``).
+``geoip US,CN``
+    greylist only clients whose ``geoip_country`` note is in the list.
+
+Config files:
+
+``greylist_exclude_files``
+    names of files (relative to the config directory) in postgrey's
+    ``whitelist_clients`` format: IP addresses, CIDR networks, host name
+    suffixes (``example.org`` matches ``mx.example.org``), or ``/regex/``
+    on the client's host name.
+``denysoft_greylist``
+    the refusal text (default "This mail is temporarily denied").
+
+config/plugins::
+
+    greylisting remote_ip 1 sender 1 recipient 1 black_timeout 300 redis redis://127.0.0.1:6379/0
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from qptwisted import DECLINED, DENYSOFT, LOGINFO, LOGWARN, Address, HookAnswer, Transaction
+from qptwisted.ipmatch import IPMatcher
+from qptwisted.policy import PolicyPlugin
+from qptwisted.store import open_store
+
+DEFAULT_MESSAGE = "This mail is temporarily denied"
+
+
+class ExcludeList:
+    """Postgrey-style client whitelist: IPs, networks, host suffixes, /regex/."""
+
+    def __init__(self, lines: list[str]) -> None:
+        ips: list[str] = []
+        self.suffixes: list[str] = []
+        self.patterns: list[re.Pattern[str]] = []
+        for line in lines:
+            entry = line.split("#", 1)[0].strip()
+            if not entry:
+                continue
+            if len(entry) > 1 and entry.startswith("/") and entry.endswith("/"):
+                self.patterns.append(re.compile(entry[1:-1], re.IGNORECASE))
+                continue
+            try:
+                IPMatcher([entry])
+                ips.append(entry)
+            except ValueError:
+                self.suffixes.append(entry.lower().lstrip("."))
+        self.ips = IPMatcher(ips)
+
+    def matches(self, ip: str, host: str | None) -> bool:
+        """True if the client is excluded from greylisting."""
+        if self.ips and self.ips.matches(ip):
+            return True
+        if not host:
+            return False
+        host = host.lower().rstrip(".")
+        if any(host == suffix or host.endswith("." + suffix) for suffix in self.suffixes):
+            return True
+        return any(pattern.search(host) for pattern in self.patterns)
+
+
+class Greylisting(PolicyPlugin):
+    """Triplet greylisting with an SQLite or Redis store."""
+
+    name = "greylisting"
+    defaults = {"reject": "1", "remote_ip": "1", "sender": "0", "recipient": "0", "per_recipient": "0",
+                "deny_late": "0", "black_timeout": str(50 * 60), "grey_timeout": str(3 * 3600 + 20 * 60),
+                "white_timeout": str(36 * 24 * 3600)}
+    known_args = ("remote_ip", "sender", "recipient", "per_recipient", "deny_late", "black_timeout",
+                  "grey_timeout", "white_timeout", "db_dir", "redis", "p0f", "geoip", "mode")
+
+    def register(self, *args: str) -> None:
+        """Parse the arguments, open the store, read the exclude files."""
+        self.parse_args(args)
+        flag = lambda key: self.opts[key].lower() not in ("0", "no", "off", "")  # noqa: E731
+        self.use_ip, self.use_sender = flag("remote_ip"), flag("sender")
+        self.use_recipient = flag("recipient") or flag("per_recipient")
+        self.deny_late = flag("deny_late")
+        self.black = float(self.opts["black_timeout"])
+        self.grey = float(self.opts["grey_timeout"])
+        self.white = float(self.opts["white_timeout"])
+        if not self.black <= self.grey:
+            raise ValueError(f"{self.plugin_name}: black_timeout must not exceed grey_timeout")
+        db_dir = self.opts.get("db_dir") or self.engine.spool_dir
+        self.store = open_store(self.opts.get("redis"), os.path.join(db_dir, "greylisting.sqlite"),
+                                "greylist", self.defer_to_thread)
+        lines: list[str] = []
+        for name in self.config_list("greylist_exclude_files"):
+            lines += self.engine.config.get_list(name)
+        self.exclude = ExcludeList(lines)
+        self.p0f = [v.strip().lower() for v in self.opts.get("p0f", "").split(",") if v.strip()]
+        self.geoip = [v.strip().upper() for v in self.opts.get("geoip", "").split(",") if v.strip()]
+        self.message = " ".join(self.config_list("denysoft_greylist")) or DEFAULT_MESSAGE
+
+    # -- hooks ---------------------------------------------------------------
+    def hook_mail(self, transaction: Transaction, sender: Address, **params: Any) -> HookAnswer:
+        if self.use_recipient or self.exempt(transaction):
+            return DECLINED
+        check = self.greylist(transaction, sender, None)
+        if not self.deny_late:
+            return check
+        return check.addCallback(self._remember, transaction)
+
+    def hook_rcpt(self, transaction: Transaction, rcpt: Address, **params: Any) -> HookAnswer:
+        if not self.use_recipient or self.exempt(transaction):
+            return DECLINED
+        assert transaction.sender is not None
+        return self.greylist(transaction, transaction.sender, rcpt)
+
+    def hook_data(self, transaction: Transaction) -> HookAnswer:
+        late = transaction.notes.pop("greylisting_denied", None)
+        return (DENYSOFT, late) if late else DECLINED
+
+    # -- the logic -------------------------------------------------------------
+    def _remember(self, answer: Any, transaction: Transaction) -> HookAnswer:
+        if isinstance(answer, tuple) and answer[0] == DENYSOFT:
+            transaction.notes["greylisting_denied"] = answer[1]
+        return DECLINED
+
+    def exempt(self, transaction: Transaction) -> bool:
+        """True for clients that are never greylisted."""
+        connection = transaction.connection
+        if connection.auth_user or self.is_immune(transaction):
+            return True
+        if self.exclude.matches(connection.remote_ip, connection.remote_host):
+            self.log(LOGINFO, "skip, in greylist_exclude_files")
+            return True
+        if self.p0f:
+            p0f = connection.notes.get("p0f")
+            values = {str(v).lower() for v in (p0f.values() if isinstance(p0f, dict) else [p0f]) if v}
+            if not any(any(wanted in value for value in values) for wanted in self.p0f):
+                self.log(LOGINFO, "skip, p0f does not match")
+                return True
+        if self.geoip and str(connection.notes.get("geoip_country", "")).upper() not in self.geoip:
+            self.log(LOGINFO, "skip, country not selected")
+            return True
+        return False
+
+    def key(self, transaction: Transaction, sender: Address, rcpt: Address | None) -> str:
+        """The store key of a triplet (hashed: addresses may be long or odd)."""
+        parts = []
+        if self.use_ip:
+            parts.append(transaction.connection.remote_ip)
+        if self.use_sender:
+            parts.append(sender.canonical.lower())
+        if rcpt is not None:
+            parts.append(rcpt.canonical.lower())
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:40]
+
+    def greylist(self, transaction: Transaction, sender: Address, rcpt: Address | None) -> Deferred[Any]:
+        """Look the triplet up, update it, and answer DECLINED or DENYSOFT."""
+        key = self.key(transaction, sender, rcpt)
+        now = float(self.clock.seconds())
+
+        def decide(value: str | None) -> Deferred[Any]:
+            first, black, white = now, 0, 0
+            if value is not None:
+                first_text, black_text, white_text = value.split(":")
+                first, black, white = float(first_text), int(black_text), int(white_text)
+                if white:
+                    return self._store(key, f"{now}:{black}:{white + 1}", now, self.white, "pass, white",
+                                       DECLINED)
+                if now < first + self.black:
+                    return self._store(key, f"{first}:{black + 1}:0", now, first + self.grey - now,
+                                       "fail, retry too early", (DENYSOFT, self.message))
+                if now < first + self.grey:
+                    return self._store(key, f"{now}:{black}:1", now, self.white, "pass, retry after delay",
+                                       DECLINED)
+            return self._store(key, f"{now}:1:0", now, self.grey, "fail, first time seen",
+                               (DENYSOFT, self.message))
+
+        def broken(failure: Any) -> HookAnswer:
+            self.log(LOGWARN, f"store failed, not greylisting: {failure.getErrorMessage()}")
+            return DECLINED
+
+        return self.store.get(key, now).addCallback(decide).addErrback(broken)
+
+    def _store(self, key: str, value: str, now: float, ttl: float, log: str, answer: Any) -> Deferred[Any]:
+        self.log(LOGINFO, log)
+        if answer is not DECLINED and self.reject in ("0", "no", "off"):
+            self.log(LOGINFO, "reject 0: not refusing")
+            answer = DECLINED
+        return self.store.put(key, value, now, ttl).addCallback(lambda _: answer)

@@ -1,0 +1,162 @@
+"""karma: remember how each client IP behaved, and keep the worst ones out for a while.
+
+Every connection collects karma in the connection note ``karma``: plugins
+add to it with ``adjust_karma`` (:class:`qptwisted.policy.Policy`), this
+plugin takes one point for every refusal the client earns (``deny`` hook)
+and for being marked naughty, and gives one for every message accepted
+(``queue_post``). When the connection ends its score is added to the IP's
+history (``naughty`` and ``nice`` counters, number of connections). An IP
+whose history (nice - naughty) falls to ``-strikes`` or below goes into the
+penalty box: for ``penalty_days`` its connections are refused at
+``connect``. Known good clients (history above ``strikes``) get the
+connection note ``karma_history`` for other plugins to trust them.
+
+Time comes from the engine's clock; history lives in SQLite (default) or in
+Redis (shared by several servers).
+
+Arguments (``name value`` pairs):
+
+``negative N``
+    a connection with karma <= -N is naughty (default 1).
+``strikes N``
+    history at or below -N puts the IP into the penalty box (default 3).
+``penalty_days D``
+    how long the penalty box lasts (default 1; fractions allowed).
+``reject 1|0|naughty``
+    refuse penalty-box clients at connect (default 1), only log (0), or
+    leave it to the ``naughty`` plugin.
+``reject_type perm|temp|disconnect|temp_disconnect``
+    default ``disconnect``.
+``db_dir DIR``
+    directory of the SQLite store (default: the engine's ``spool_dir``).
+``redis redis://host:port/db``
+    keep the history in Redis.
+
+config/plugins::
+
+    karma penalty_days 1 strikes 3 reject 1 reject_type disconnect
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from qptwisted import DECLINED, LOGINFO, LOGWARN, HookAnswer, Transaction
+from qptwisted.codes import Code
+from qptwisted.policy import PolicyPlugin
+from qptwisted.store import open_store
+
+#: how long history is kept without new connections
+HISTORY_TTL = 365 * 86400
+
+
+class History:
+    """One IP's record: ``penalty_start:naughty:nice:connects``."""
+
+    __slots__ = ("penalty_start", "naughty", "nice", "connects")
+
+    def __init__(self, value: str | None = None) -> None:
+        parts = (value or "0:0:0:0").split(":")
+        self.penalty_start = float(parts[0])
+        self.naughty, self.nice, self.connects = (int(p) for p in parts[1:4])
+
+    @property
+    def score(self) -> int:
+        """nice - naughty."""
+        return self.nice - self.naughty
+
+    def __str__(self) -> str:
+        return f"{self.penalty_start}:{self.naughty}:{self.nice}:{self.connects}"
+
+
+class Karma(PolicyPlugin):
+    """Per-IP reputation with a penalty box."""
+
+    name = "karma"
+    defaults = {"reject": "1", "reject_type": "disconnect", "negative": "1", "strikes": "3",
+                "penalty_days": "1"}
+    known_args = ("negative", "strikes", "penalty_days", "db_dir", "redis")
+
+    def register(self, *args: str) -> None:
+        """Parse the arguments and open the store."""
+        self.parse_args(args)
+        self.negative = int(self.opts["negative"])
+        self.strikes = int(self.opts["strikes"])
+        self.penalty = float(self.opts["penalty_days"]) * 86400
+        db_dir = self.opts.get("db_dir") or self.engine.spool_dir
+        self.store = open_store(self.opts.get("redis"), os.path.join(db_dir, "karma.sqlite"), "karma",
+                                self.defer_to_thread)
+
+    def now(self) -> float:
+        """The engine clock's time."""
+        return float(self.clock.seconds())
+
+    def history(self, ip: str) -> Deferred[History]:
+        """The stored history of ``ip``."""
+        return self.store.get(ip, self.now()).addCallback(History)
+
+    # -- hooks ---------------------------------------------------------------
+    def hook_connect(self, transaction: Transaction) -> HookAnswer:
+        connection = transaction.connection
+        connection.notes.setdefault("karma", 0)
+
+        def check(history: History) -> HookAnswer:
+            connection.notes["karma_history"] = history.score
+            remaining = history.penalty_start + self.penalty - self.now()
+            if history.penalty_start and remaining > 0:
+                days = remaining / 86400
+                self.log(LOGINFO, f"fail, {connection.remote_ip} is in the penalty box ({days:.2f} days)")
+                connection.notes["karma_penalty_box"] = True
+                return self.get_reject(transaction, f"You were naughty. You cannot connect for {days:.2f} "
+                                       "more days.", "penalty box")
+            self.log(LOGINFO, f"pass, history {history.score}")
+            return DECLINED
+
+        def failed(failure: Any) -> HookAnswer:
+            self.log(LOGWARN, f"store failed: {failure.getErrorMessage()}")
+            return DECLINED
+
+        return self.history(connection.remote_ip).addCallbacks(check, failed)
+
+    def hook_deny(self, transaction: Transaction, plugin: str | None, code: Code,
+                  message: str | None) -> HookAnswer:
+        if plugin != self.plugin_name:
+            self.adjust_karma(transaction, -1)
+        return DECLINED
+
+    def hook_queue_post(self, transaction: Transaction) -> HookAnswer:
+        self.adjust_karma(transaction, 1)
+        return DECLINED
+
+    def hook_disconnect(self, transaction: Transaction) -> HookAnswer:
+        return self.record(transaction)
+
+    def record(self, transaction: Transaction) -> Deferred[Any]:
+        """Add this connection's karma to the IP's history (and maybe open the penalty box)."""
+        connection = transaction.connection
+        karma = int(connection.notes.get("karma", 0))
+        if connection.notes.get("naughty") and not connection.notes.get("karma_counted_naughty"):
+            connection.notes["karma_counted_naughty"] = True
+            karma -= 1
+        ip = connection.remote_ip
+        now = self.now()
+
+        def update(history: History) -> Deferred[Any]:
+            history.connects += 1
+            if karma <= -self.negative:
+                history.naughty += 1
+                if history.score <= -self.strikes and not connection.notes.get("karma_penalty_box"):
+                    history.penalty_start = now
+                    self.log(LOGINFO, f"{ip} goes into the penalty box (history {history.score})")
+            elif karma > 0:
+                history.nice += 1
+            return self.store.put(ip, str(history), now, HISTORY_TTL).addCallback(lambda _: DECLINED)
+
+        def failed(failure: Any) -> HookAnswer:
+            self.log(LOGWARN, f"store failed: {failure.getErrorMessage()}")
+            return DECLINED
+
+        return self.store.get(ip, now).addCallback(History).addCallback(update).addErrback(failed)

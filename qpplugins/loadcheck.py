@@ -1,0 +1,59 @@
+"""loadcheck: turn clients away while the machine is overloaded.
+
+At connect, if the 1-minute load average is above ``max_load``, the client
+gets ``450 Server load too high, please try again later`` and is
+disconnected (a temporary failure: real senders retry). The load is read
+with ``os.getloadavg()`` (no process, no blocking) and cached for
+``cache_time`` seconds.
+
+Arguments: ``max_load N`` (default 7), ``cache_time S`` (default 10);
+qpsmtpd's ``uptime PATH`` is accepted and ignored.
+
+config/plugins::
+
+    loadcheck max_load 12 cache_time 5
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from qptwisted import DECLINED, DENYSOFT, LOGDEBUG, LOGINFO, HookAnswer, Transaction
+from qptwisted.policy import PolicyPlugin
+
+
+class LoadCheck(PolicyPlugin):
+    """DENYSOFT at connect above a load average."""
+
+    name = "loadcheck"
+    known_args = ("max_load", "cache_time", "uptime")
+    defaults = {"max_load": "7", "cache_time": "10"}
+
+    def register(self, *args: str) -> None:
+        """Read the limits."""
+        self.parse_args(args)
+        self.max_load = float(self.opts["max_load"])
+        self.cache_time = float(self.opts["cache_time"])
+        #: where the load comes from; tests replace it
+        self.getloadavg: Callable[[], tuple[float, float, float]] = os.getloadavg
+        self._cached: tuple[float, float] | None = None
+
+    def load(self) -> float:
+        """The 1-minute load average, cached for ``cache_time`` seconds."""
+        now = self.clock.seconds()
+        if self._cached is None or now - self._cached[0] >= self.cache_time:
+            try:
+                value = self.getloadavg()[0]
+            except OSError:
+                value = 0.0
+            self._cached = (now, value)
+        return self._cached[1]
+
+    def hook_connect(self, transaction: Transaction) -> HookAnswer:
+        load = self.load()
+        if load > self.max_load:
+            self.log(LOGINFO, f"fail, load {load:.2f} > {self.max_load:g}")
+            return DENYSOFT, "Server load too high, please try again later"
+        self.log(LOGDEBUG, f"pass, load {load:.2f}")
+        return DECLINED

@@ -1,0 +1,51 @@
+"""noop_counter: disconnect clients that send too many NOOPs in a row.
+
+Any other command resets the count. At ``max`` consecutive NOOPs (default
+3) the client gets ``500 Stop wasting my time, too many consecutive NOOPs``
+and is disconnected. The count lives in the connection note
+``noop_count``.
+
+Arguments: ``max N`` (a bare number works too).
+
+config/plugins::
+
+    noop_counter max 3
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qptwisted import DECLINED, DENY_DISCONNECT, LOGINFO, HookAnswer, Transaction
+from qptwisted.policy import PolicyPlugin
+
+RESET_ON = ("helo", "ehlo", "mail", "rcpt", "data", "vrfy", "help", "unrecognized_command",
+            "reset_transaction")
+
+
+class NoopCounter(PolicyPlugin):
+    """Count consecutive NOOPs."""
+
+    name = "noop_counter"
+    known_args = ("max",)
+    defaults = {"max": "3"}
+
+    def register(self, *args: str) -> None:
+        """Read ``max`` and hook every other command to reset the count."""
+        self.parse_args(("max", args[0]) if len(args) == 1 else args)
+        self.max = int(self.opts["max"])
+        for hook in RESET_ON:
+            self.register_hook(hook, self.reset)
+
+    def reset(self, transaction: Transaction, *args: Any, **kwargs: Any) -> HookAnswer:
+        """Another command: start counting again."""
+        transaction.connection.notes["noop_count"] = 0
+        return DECLINED
+
+    def hook_noop(self, transaction: Transaction) -> HookAnswer:
+        notes = transaction.connection.notes
+        count = notes["noop_count"] = notes.get("noop_count", 0) + 1
+        if count >= self.max:
+            self.log(LOGINFO, f"fail, {count} consecutive NOOPs")
+            return DENY_DISCONNECT, "Stop wasting my time, too many consecutive NOOPs"
+        return DECLINED

@@ -1,0 +1,237 @@
+"""Shared machinery of the queue plugins that speak SMTP or LMTP downstream.
+
+Not a plugin itself: :class:`RelayQueue` parses the common options, keeps a
+pool of reusable connections, runs one mail transaction per message and
+turns the downstream's per-recipient replies into one answer for the client.
+
+The per-recipient rule (both plugins): the client gets 250 only if *every*
+recipient was accepted by the downstream. If any recipient is refused at
+RCPT the message is not sent at all (RSET), so nothing is delivered twice
+when the client retries. If a recipient fails after the message was sent
+(LMTP gives one reply per recipient), the others are already delivered; the
+client still gets a refusal so the failed recipient is not lost, and the log
+names the recipients that will see a duplicate when the client retries. The
+refusal is a 452 (DENYSOFT) if any failure was temporary, or the connection
+failed or timed out, and a 552 (DENY) if every failure was permanent; its
+text names the refused recipients and the downstream's reply.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any, ClassVar
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    UNIXClientEndpoint,
+)
+from twisted.internet.interfaces import IStreamClientEndpoint
+
+from qptwisted import DENY, DENYSOFT, LOGERROR, LOGINFO, LOGWARN, OK, Plugin, Transaction
+from qptwisted.smtpclient import (
+    NO_REPLY,
+    ClientPool,
+    DeliveryResult,
+    Envelope,
+    SMTPClient,
+    Timeouts,
+    connect_client,
+)
+
+_QUEUED_AS = re.compile(r"queued as ([A-Za-z0-9]+)", re.IGNORECASE)
+_TRUE = {"1", "yes", "true", "on"}
+
+
+def parse_target(target: str, default_port: int) -> tuple[str, int | None]:
+    """``host``, ``host:port``, ``[v6]:port``, ``v6`` or ``/path`` -> (host or path, port or None)."""
+    if target.startswith("/"):
+        return target, None
+    if target.startswith("["):
+        host, _, rest = target[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    if target.count(":") == 1:
+        host, _, port = target.partition(":")
+        return host, int(port)
+    return target, default_port
+
+
+def parse_options(args: tuple[str, ...], flags: set[str]) -> dict[str, str]:
+    """``key=value`` arguments; a bare word in ``flags`` means ``word=yes``."""
+    options: dict[str, str] = {}
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        key = key.lower().replace("-", "_")
+        if not eq:
+            if key not in flags:
+                raise ValueError(f"unknown option {arg!r}")
+            value = "yes"
+        options[key] = value
+    return options
+
+
+class RelayQueue(Plugin):
+    """Base of ``queue/smtp-forward`` and ``queue/lmtp``; see the module docstring."""
+
+    lmtp: ClassVar[bool] = False
+    default_port: ClassVar[int] = 25
+    #: the hook may take as long as the slowest step allows (our own timeouts answer first)
+    timeout: ClassVar[float | None] = 700.0
+    flags: ClassVar[set[str]] = {"xclient", "xforward"}
+    known: ClassVar[set[str]] = {"port", "starttls", "verify", "cafile", "tls_name", "xclient", "xforward",
+                                 "reuse", "idle", "timeout", "data_timeout", "connect_timeout", "helo"}
+
+    #: the reactor used to connect (tests may replace it); timers use the engine clock
+    reactor: Any = None
+
+    def register(self, *args: str) -> None:
+        """``TARGET [PORT] [key=value ...]``; see the plugin's docstring."""
+        if not args:
+            raise ValueError(f"{self.name} needs a downstream: {self.name} HOST[:PORT] [options]")
+        target, rest = args[0], list(args[1:])
+        if rest and rest[0].isdigit():
+            target = f"{target}:{rest.pop(0)}" if not target.startswith("[") else f"{target}:{rest.pop(0)}"
+        options = parse_options(tuple(rest), self.flags)
+        unknown = set(options) - self.known
+        if unknown:
+            raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))}")
+        self.host, self.port = parse_target(target, int(options.get("port", self.default_port)))
+        self.starttls = options.get("starttls", "no" if self.lmtp else "try").lower()
+        if self.starttls not in ("no", "try", "require"):
+            raise ValueError("starttls must be no, try or require")
+        self.verify = options.get("verify", "no").lower() in _TRUE
+        self.cafile = options.get("cafile")
+        self.tls_name = options.get("tls_name") or self.host
+        self.use_xclient = options.get("xclient", "no").lower() in _TRUE
+        self.use_xforward = options.get("xforward", "no").lower() in _TRUE
+        self.helo_name = options.get("helo") or self.engine.me
+        self.timeouts = Timeouts(connect=float(options.get("connect_timeout", 30)),
+                                 command=float(options.get("timeout", 300)),
+                                 data=float(options.get("data_timeout", 600)))
+        self.pool = ClientPool(self.clock, int(options.get("reuse", 2)), float(options.get("idle", 10)))
+
+    # -- connecting ------------------------------------------------------------
+    def endpoint(self) -> IStreamClientEndpoint:
+        """The endpoint of the downstream."""
+        reactor = self.reactor
+        if reactor is None:
+            from twisted.internet import reactor
+        if self.port is None:
+            return UNIXClientEndpoint(reactor, self.host, timeout=int(self.timeouts.connect))
+        try:
+            ip = ipaddress.ip_address(self.host)
+        except ValueError:
+            return HostnameEndpoint(reactor, self.host.encode("idna"), self.port,
+                                    timeout=self.timeouts.connect)
+        endpoint = TCP6ClientEndpoint if ip.version == 6 else TCP4ClientEndpoint
+        return endpoint(reactor, self.host, self.port, timeout=int(self.timeouts.connect))
+
+    def tls_context(self) -> Any:
+        """The client TLS options: verified against ``cafile`` (or the system) if ``verify``."""
+        from twisted.internet import ssl
+
+        if not self.verify:
+            return ssl.CertificateOptions()
+        if self.cafile:
+            with open(self.cafile, "rb") as handle:
+                trust: Any = ssl.Certificate.loadPEM(handle.read())
+        else:
+            trust = ssl.platformTrust()
+        return ssl.optionsForClientTLS(self.tls_name, trustRoot=trust)
+
+    async def connect(self, transaction: Transaction) -> SMTPClient:
+        """A fresh connection: greeting, EHLO, STARTTLS, XCLIENT as configured."""
+        client = await connect_client(self.endpoint(), self.clock, self.helo_name, self.lmtp, self.timeouts)
+        try:
+            if self.starttls != "no" and "STARTTLS" in client.extensions:
+                await client.starttls(self.tls_context())
+            elif self.starttls == "require":
+                raise ConnectionError("downstream does not offer STARTTLS (starttls=require)")
+            if self.use_xclient:
+                await client.xclient(self.client_attributes(transaction, xclient=True))
+        except BaseException:
+            client.abort()
+            raise
+        return client
+
+    def client_attributes(self, transaction: Transaction, xclient: bool) -> dict[str, str]:
+        """NAME, ADDR, PORT, HELO, PROTO (and SOURCE for XFORWARD) of the real client."""
+        connection = transaction.connection
+        attributes = {
+            "NAME": connection.remote_host or "[UNAVAILABLE]",
+            "ADDR": connection.remote_ip,
+            "PORT": str(connection.remote_port),
+            "HELO": connection.hello_host or "[UNAVAILABLE]",
+            "PROTO": "ESMTP" if connection.hello == "ehlo" else "SMTP",
+        }
+        if connection.auth_user and xclient:
+            attributes["LOGIN"] = connection.auth_user
+        if not xclient:
+            attributes["SOURCE"] = "REMOTE"
+        return attributes
+
+    # -- the queue hook ---------------------------------------------------------
+    def envelope(self, transaction: Transaction, client: SMTPClient) -> Envelope:
+        """The downstream envelope of ``transaction``."""
+        assert transaction.sender is not None
+        recipients = [rcpt.address for rcpt in transaction.recipients]
+        params = []
+        addresses = [transaction.sender.address, *recipients]
+        if not all(address.isascii() for address in addresses) and "SMTPUTF8" in client.extensions:
+            params.append("SMTPUTF8")
+        size = len(transaction.header_bytes()) + transaction.body_length
+        return Envelope(transaction.sender.address, recipients, params, size)
+
+    def hook_queue(self, transaction: Transaction) -> Deferred[Any]:
+        return Deferred.fromCoroutine(self.deliver(transaction))
+
+    async def deliver(self, transaction: Transaction) -> tuple[Any, str]:
+        """Hand the message on and decide the answer (the rule in the module docstring)."""
+        client: SMTPClient | None = None
+        try:
+            if not self.use_xclient:
+                client = await self.pool.take()
+            if client is None:
+                client = await self.connect(transaction)
+            if self.use_xforward:
+                await client.xforward(self.client_attributes(transaction, xclient=False))
+            result = await client.send_message(self.envelope(transaction, client), transaction.iter_message())
+        except CancelledError:
+            if client is not None:
+                client.abort()
+            self.log(LOGERROR, f"delivery to {self.describe()} cancelled (hook timeout)")
+            raise
+        except Exception as err:
+            if client is not None:
+                client.abort()
+            self.log(LOGERROR, f"delivery to {self.describe()} failed: {type(err).__name__}: {err}")
+            return DENYSOFT, "Downstream mail server unavailable, try again later (#4.4.1)"
+        self.pool.give_back(client)
+        return self.verdict(transaction, result)
+
+    def describe(self) -> str:
+        """The downstream, for log lines."""
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+    def verdict(self, transaction: Transaction, result: DeliveryResult) -> tuple[Any, str]:
+        """All delivered: 250. Otherwise 452 if any failure is temporary, else 552."""
+        transaction.notes[f"{self.name}_results"] = {
+            rcpt: str(result.final.get(rcpt) or reply) for rcpt, reply in result.rcpt.items()}
+        delivered = result.delivered
+        if result.rcpt and len(delivered) == len(result.rcpt):
+            reply = result.data or next(iter(result.final.values()))
+            match = _QUEUED_AS.search(reply.text)
+            transaction.notes["queue_id"] = match.group(1) if match else reply.text
+            self.log(LOGINFO, f"delivered to {self.describe()}: {reply}")
+            return OK, f"Queued! {reply.text}".rstrip()
+        failed = result.failed or {rcpt: NO_REPLY for rcpt in result.rcpt}
+        details = "; ".join(f"<{rcpt}>: {reply}" for rcpt, reply in failed.items())
+        temporary = any(reply.code < 500 for reply in failed.values())
+        self.log(LOGWARN, f"downstream {self.describe()} refused {details}" +
+                 (f"; already delivered (duplicates on retry): {', '.join(delivered)}" if delivered else ""))
+        if temporary:
+            return DENYSOFT, f"Downstream temporarily refused {details}"
+        return DENY, f"Downstream refused {details}"

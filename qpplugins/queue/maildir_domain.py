@@ -1,0 +1,123 @@
+"""queue/maildir-domain: one Maildir per user, per domain, users checked in SQL.
+
+Arguments: ``BASE [DSN] [mode=OCTAL]``. Mail for ``user@domain`` goes to
+``BASE/<domain>/<user>/{tmp,new,cur}`` (both lower-cased). ``DSN`` is
+``sqlite:PATH`` (default ``sqlite:users.sqlite`` in the config directory)
+or ``postgresql://...``; the tables (created if missing, as in the seed
+talk's schema)::
+
+    domain(domain_id, is_active, domain_name)
+    "user"(user_id, domain_id, can_receive, can_login, username)
+
+The plugin has a ``rcpt`` hook: a recipient whose domain is not active or
+whose user cannot receive is refused there (550), and a known one is
+accepted (250), so nothing is dropped silently at queue time. Database
+errors at RCPT give 450. The queue hook writes each recipient's copy
+(with ``Delivered-To``) to ``tmp/``, fsyncs it, links it into ``new/`` and
+fsyncs the directory, on the engine's thread pool, all or nothing: if one
+copy fails, none is left in ``new/`` and the client gets 452.
+
+config/plugins::
+
+    queue/maildir-domain /var/mail/domains sqlite:users.sqlite
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from qpplugins.queue._sqldb import Database
+from qpplugins.queue.maildir import deliver
+from qptwisted import DECLINED, DENY, DENYSOFT, LOGERROR, OK, Address, Plugin, Transaction
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS domain (
+        domain_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        is_active SMALLINT NOT NULL DEFAULT 1,
+        domain_name VARCHAR(255) NOT NULL UNIQUE)""",
+    """CREATE TABLE IF NOT EXISTS "user" (
+        user_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        domain_id INTEGER NOT NULL,
+        can_receive SMALLINT NOT NULL,
+        can_login SMALLINT NOT NULL,
+        username VARCHAR(255) NOT NULL)""",
+]
+LOOKUP = """SELECT u.user_id FROM domain d JOIN "user" u ON u.domain_id = d.domain_id
+    WHERE lower(d.domain_name) = ? AND d.is_active = 1 AND lower(u.username) = ? AND u.can_receive = 1"""
+_SAFE = re.compile(r"[^/\0]+\Z")
+
+
+class MaildirDomain(Plugin):
+    """Per-domain, per-user Maildirs with a SQL user table."""
+
+    name = "queue/maildir-domain"
+
+    def register(self, *args: str) -> None:
+        """``BASE [DSN] [mode=OCTAL]``."""
+        if not args:
+            raise ValueError("queue/maildir-domain needs a base directory")
+        self.base = args[0]
+        dsns = [arg for arg in args[1:] if arg.startswith(("sqlite:", "postgres"))]
+        options = dict(arg.split("=", 1) for arg in args[1:] if arg not in dsns)
+        self.mode = int(options.pop("mode", "600"), 8)
+        if options:
+            raise ValueError(f"unknown option(s) {', '.join(options)}")
+        self.db = Database(dsns[0] if dsns else "sqlite:users.sqlite", str(self.engine.config.directory))
+        self._schema_ready = False
+
+    def close(self) -> None:
+        """Close the database pool."""
+        self.db.close()
+
+    def _lookup(self, cursor: Any, domain: str, user: str) -> bool:
+        if not self._schema_ready:
+            for statement in SCHEMA:
+                cursor.execute(self.db.sql(statement))
+            self._schema_ready = True
+        cursor.execute(self.db.sql(LOOKUP), (domain, user))
+        return cursor.fetchone() is not None
+
+    def hook_rcpt(self, transaction: Transaction, rcpt: Address, **params: Any) -> Deferred[Any] | Any:
+        domain, user = rcpt.host.lower(), rcpt.user.lower()
+        if not domain or not _SAFE.match(domain) or not _SAFE.match(user) or user in (".", ".."):
+            return DENY, f"{rcpt}: no such user here (#5.1.1)"
+
+        def known(found: bool) -> Any:
+            return (OK, f"{rcpt}, recipient ok") if found else (DENY, f"{rcpt}: no such user here (#5.1.1)")
+
+        def failed(failure: Any) -> Any:
+            self.log(LOGERROR, f"user lookup failed: {failure.getErrorMessage()}")
+            return DENYSOFT, "User database unavailable, try again later (#4.3.0)"
+
+        deferred: Deferred[Any] = self.db.run_interaction(self._lookup, domain, user)
+        return deferred.addCallbacks(known, failed)
+
+    def directory_for(self, rcpt: Address) -> str:
+        """``BASE/<domain>/<user>``."""
+        return os.path.join(self.base, rcpt.host.lower(), rcpt.user.lower())
+
+    def hook_queue(self, transaction: Transaction) -> Deferred[Any] | Any:
+        if not transaction.recipients:
+            return DECLINED
+        directories: dict[str, list[Address]] = {}
+        for rcpt in transaction.recipients:
+            directories.setdefault(self.directory_for(rcpt), []).append(rcpt)
+        chunks = list(transaction.iter_message())
+        sender = transaction.sender
+        assert sender is not None
+        message_id = transaction.message_id or ""
+
+        def delivered(paths: list[str]) -> tuple[Any, str]:
+            transaction.notes["queue_id"] = os.path.basename(paths[0])
+            return OK, f"Queued! {message_id}".rstrip()
+
+        def failed(failure: Any) -> tuple[Any, str]:
+            self.log(LOGERROR, f"maildir-domain delivery failed: {failure.getErrorMessage()}")
+            return DENYSOFT, "Queue error, try again later (#4.3.0)"
+
+        deferred = self.defer_to_thread(deliver, directories, sender, chunks, self.mode)
+        return deferred.addCallbacks(delivered, failed)

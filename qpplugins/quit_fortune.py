@@ -1,0 +1,64 @@
+"""quit_fortune: a fortune cookie in the goodbye of old-fashioned clients.
+
+Clients that said HELO (not EHLO) get the output of ``fortune -s`` in the
+``221`` reply to QUIT. The program runs as a child process through the
+reactor, so the server does not wait for it; if it is missing or fails the
+normal goodbye is sent.
+
+Argument: ``fortune PATH`` (default: ``fortune`` on ``PATH`` or in
+``/usr/games``).
+
+config/plugins::
+
+    quit_fortune
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.utils import getProcessOutput
+
+from qptwisted import DECLINED, LOGDEBUG, OK, HookAnswer, Plugin, Transaction
+
+
+class QuitFortune(Plugin):
+    """Say goodbye with a fortune."""
+
+    name = "quit_fortune"
+
+    def register(self, *args: str) -> None:
+        """Find the fortune program."""
+        words = list(args)
+        path = None
+        if words[:1] == ["fortune"] and len(words) == 2:
+            path = words[1]
+        elif words:
+            raise ValueError(f"quit_fortune: the only argument is 'fortune PATH', not {words}")
+        search = os.environ.get("PATH", os.defpath) + os.pathsep + os.path.join(os.sep, "usr", "games")
+        self.fortune = path or shutil.which("fortune", path=search)
+
+    def run_fortune(self) -> Deferred[bytes]:
+        """The output of ``fortune -s``; tests replace this."""
+        from twisted.internet import reactor
+
+        assert self.fortune is not None
+        return getProcessOutput(self.fortune, ("-s",), env=dict(os.environ), reactor=reactor)
+
+    def hook_quit(self, transaction: Transaction) -> HookAnswer:
+        if transaction.connection.hello != "helo" or not self.fortune:
+            return DECLINED
+        me = self.engine.me
+
+        def reply(output: bytes) -> HookAnswer:
+            lines = [f"  / {line}" for line in output.decode("utf-8", "replace").rstrip("\n").split("\n")]
+            return OK, "\n".join([f"{me} closing connection.", *lines])
+
+        def failed(failure: Any) -> HookAnswer:
+            self.log(LOGDEBUG, f"fortune failed: {failure.getErrorMessage()}")
+            return DECLINED
+
+        return self.run_fortune().addCallbacks(reply, failed)

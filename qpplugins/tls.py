@@ -1,0 +1,121 @@
+"""tls: STARTTLS (RFC 3207) and implicit TLS (SMTPS, port 465 style).
+
+Advertises ``STARTTLS`` in EHLO until TLS is active. ``STARTTLS`` answers
+``220 Ready to start TLS`` and switches the connection to TLS; plaintext the
+client pipelined behind STARTTLS is discarded, never executed
+(CVE-2011-0411). After the handshake the HELO greeting, AUTH state and the
+transaction are forgotten, so the client must say EHLO again; that EHLO
+lists AUTH (see ``tls_before_auth``) and no longer STARTTLS. ``STARTTLS``
+with arguments gets 501, a second one 503. A failed handshake is logged and
+the connection closed.
+
+Connections to a local port listed in ``tls_implicit_ports`` (default 465)
+start TLS at once, before the greeting (SMTPS): listen on such a port with
+``--port tcp:465`` and the same certificates serve both.
+
+Received headers then say ``with ESMTPS`` (``ESMTPSA`` after AUTH) and the
+cipher; ``connection.tls`` holds the TLS version, cipher and the client's
+certificate (a ``cryptography`` object, when one was sent) for other plugins.
+Certificates are read when the plugin loads, so SIGHUP (which reloads the
+configuration) picks up renewed certificates for new connections.
+
+Arguments: ``tls [CERT KEY [CA]]`` (paths relative to the config directory).
+
+Config files:
+
+- ``tls_cert``, ``tls_key``, ``tls_ca``: the same, when no arguments are
+  given (default ``ssl/qpsmtpd-server.crt`` and ``ssl/qpsmtpd-server.key``;
+  ``qptwisted-selfsigned`` writes those for a first run). The certificate file
+  may hold the chain, and the key too.
+- ``tls_certdir``: a directory of ``*.pem`` files, each with a key and its
+  certificate (and chain); the client's SNI name picks the certificate, the
+  first file (by name) is the default. Replaces ``tls_cert``/``tls_key``.
+- ``tls_min_version``: ``TLSv1.2`` (default) or ``TLSv1.3``.
+- ``tls_ciphers``: an OpenSSL cipher string for TLS 1.2 (default: Twisted's
+  secure default list).
+- ``tls_implicit_ports``: local ports with implicit TLS (default ``465``).
+- ``tls_before_auth``: 1 (default) keeps AUTH off plaintext connections.
+
+config/plugins::
+
+    tls
+    tls ssl/mx.example.org.crt ssl/mx.example.org.key
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from qptwisted import DECLINED, DONE, LOGINFO, ConfigError, HookAnswer, Plugin, Transaction
+from qptwisted.tls import TLSConfigError, load_bundle_files, load_directory, server_options
+
+
+class TLS(Plugin):
+    """STARTTLS and implicit TLS with certificates from the config directory."""
+
+    name = "tls"
+
+    def _path(self, name: str) -> Path:
+        path = Path(name)
+        return path if path.is_absolute() else self.engine.config.path(name)
+
+    def register(self, *args: str) -> None:
+        """Load the certificates and build the server context."""
+        if len(args) not in (0, 2, 3):
+            raise ConfigError("tls takes no arguments, or CERT KEY [CA]")
+        minimum = self.config("tls_min_version", "TLSv1.2") or "TLSv1.2"
+        ciphers = self.config("tls_ciphers")
+        certdir = self.config("tls_certdir")
+        try:
+            if args:
+                cert, key = self._path(args[0]), self._path(args[1])
+                ca = self._path(args[2]) if len(args) == 3 else None
+                self.options: Any = server_options(load_bundle_files(cert, key, ca), minimum, ciphers)
+            elif certdir:
+                bundles = load_directory(self._path(certdir))
+                self.options = server_options(bundles[0], minimum, ciphers, sni=bundles)
+            else:
+                cert = self._path(self.config("tls_cert", "ssl/qpsmtpd-server.crt") or "")
+                key = self._path(self.config("tls_key", "ssl/qpsmtpd-server.key") or "")
+                ca_name = self.config("tls_ca")
+                bundle = load_bundle_files(cert, key, self._path(ca_name) if ca_name else None)
+                self.options = server_options(bundle, minimum, ciphers)
+            self.options.getContext()  # fail now, not at the first STARTTLS
+        except TLSConfigError as err:
+            raise ConfigError(f"tls: {err} (qptwisted-selfsigned makes a certificate for a first run)") \
+                from None
+        except Exception as err:  # OpenSSL errors, e.g. a bad cipher string
+            raise ConfigError(f"tls: cannot build a TLS context: {err}") from None
+        ports = self.config_list("tls_implicit_ports") or ["465"]
+        self.implicit_ports = frozenset(int(p) for line in ports for p in line.split())
+        self.register_hook("connect", self.implicit_tls, unshift=True)
+
+    def implicit_tls(self, transaction: Transaction) -> HookAnswer:
+        connection = transaction.connection
+        if connection.local_port in self.implicit_ports and connection.tls is None \
+                and connection.session is not None:
+            connection.notes["tls_implicit"] = True
+            connection.session.start_tls(self.options, implicit=True)
+        return DECLINED
+
+    def hook_ehlo(self, transaction: Transaction, host: str, *args: str) -> HookAnswer:
+        if transaction.connection.tls is None and not transaction.connection.notes.get("tls_implicit"):
+            transaction.notes.setdefault("capabilities", []).append("STARTTLS")
+        return DECLINED
+
+    def hook_unrecognized_command(self, transaction: Transaction, verb: str, rest: str) -> HookAnswer:
+        if verb != "starttls":
+            return DECLINED
+        connection = transaction.connection
+        session = connection.session
+        if session is None:
+            return DECLINED
+        if rest:
+            session.respond(501, "Syntax error (no parameters allowed)", "5.5.4")
+        elif connection.tls is not None or connection.notes.get("tls_implicit"):
+            session.respond(503, "TLS already active", "5.5.1")
+        else:
+            self.log(LOGINFO, f"STARTTLS from {connection.remote_ip}")
+            session.start_tls(self.options)
+        return DONE

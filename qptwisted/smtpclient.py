@@ -1,0 +1,525 @@
+"""A small SMTP/LMTP client for queue plugins: pipelining, STARTTLS, XCLIENT,
+XFORWARD, per-recipient replies, connection reuse, timeouts on an injectable clock.
+
+Twisted's own ``twisted.mail.smtp`` client answers with one verdict per
+message; queue plugins need every recipient's reply (LMTP answers once per
+recipient after DATA) and must never tell the client 250 before the
+downstream did, so this module keeps the conversation explicit::
+
+    client = await connect_client(endpoint, clock, helo="mx.example.org")
+    result = await client.send_message(Envelope("a@example.org", ["b@example.net"]), chunks)
+    if result.accepted: ...
+
+Messages are given in the stored form (LF line endings, no dot-stuffing) and
+are converted to CRLF with dot-stuffing while they are written, chunk by
+chunk, respecting the transport's flow control.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+_XTEXT_SAFE = re.compile(rb"[!-*,-<>-~]")
+
+
+class SMTPClientError(Exception):
+    """The downstream broke the conversation (bad reply, timeout, lost connection)."""
+
+
+class SMTPTimeout(SMTPClientError):
+    """The downstream did not answer within the allowed time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One (possibly multi-line) SMTP reply."""
+
+    code: int
+    lines: tuple[str, ...] = ()
+
+    @property
+    def text(self) -> str:
+        """The reply text, lines joined with a space."""
+        return " ".join(line for line in self.lines if line)
+
+    @property
+    def positive(self) -> bool:
+        """2xx (or 3xx where that is what was asked for)."""
+        return 200 <= self.code < 400
+
+    @property
+    def transient(self) -> bool:
+        """4xx: try again later."""
+        return 400 <= self.code < 500
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}".rstrip()
+
+
+#: the reply used for a recipient whose fate is unknown because the connection failed
+NO_REPLY = Reply(421, ("connection to downstream failed",))
+
+
+@dataclass(slots=True)
+class Envelope:
+    """Sender (no angle brackets, ``""`` for the null sender), recipients, MAIL parameters."""
+
+    sender: str
+    recipients: list[str]
+    mail_params: list[str] = field(default_factory=list)
+    size: int | None = None
+
+
+@dataclass(slots=True)
+class DeliveryResult:
+    """What the downstream said to one message.
+
+    ``rcpt`` holds the RCPT reply per recipient; ``data`` the reply after the
+    message (SMTP), and ``final`` the reply per recipient after the message
+    (LMTP gives one each; for SMTP every accepted recipient shares ``data``).
+    A recipient missing from ``final`` was never offered the message.
+    """
+
+    mail: Reply | None = None
+    rcpt: dict[str, Reply] = field(default_factory=dict)
+    data: Reply | None = None
+    final: dict[str, Reply] = field(default_factory=dict)
+
+    @property
+    def delivered(self) -> list[str]:
+        """Recipients the downstream took responsibility for."""
+        return [rcpt for rcpt, reply in self.final.items() if 200 <= reply.code < 300]
+
+    @property
+    def failed(self) -> dict[str, Reply]:
+        """Recipients refused, with the refusing reply (not those merely left unsent)."""
+        out: dict[str, Reply] = {}
+        for rcpt, reply in self.rcpt.items():
+            final = self.final.get(rcpt)
+            if final is not None:
+                if not 200 <= final.code < 300:
+                    out[rcpt] = final
+            elif reply.code not in (250, 251):
+                out[rcpt] = reply
+            elif self.data is not None and self.data.code >= 400:
+                out[rcpt] = self.data
+            # else: accepted, but the message was not sent because another recipient was refused
+        return out
+
+
+def xtext(value: str) -> str:
+    """RFC 3461 xtext, for XCLIENT/XFORWARD attribute values."""
+    return "".join(chr(byte) if _XTEXT_SAFE.match(bytes([byte])) else f"+{byte:02X}"
+                   for byte in value.encode("utf-8"))
+
+
+def smtp_data(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Stored message chunks (LF endings) to DATA bytes: CRLF, dot-stuffed, terminated."""
+    at_line_start = True
+    for chunk in chunks:
+        if not chunk:
+            continue
+        out = chunk.replace(b"\r\n", b"\n").replace(b"\n.", b"\n..")
+        if at_line_start and out.startswith(b"."):
+            out = b"." + out
+        at_line_start = out.endswith(b"\n")
+        yield out.replace(b"\n", b"\r\n")
+    if not at_line_start:
+        yield b"\r\n"
+    yield b".\r\n"
+
+
+@implementer(IPushProducer)
+class SMTPClientProtocol(Protocol):
+    """The wire side: send lines, read replies in order, stream a message."""
+
+    max_line = 65536
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self._buffer = b""
+        self._lines: list[str] = []
+        self._replies: deque[Reply] = deque()
+        self._waiter: Deferred[Reply] | None = None
+        self._paused: Deferred[None] | None = None
+        self.lost: Failure | None = None
+        self.connected_deferred: Deferred[SMTPClientProtocol] = Deferred()
+        self.closed: Deferred[None] = Deferred()
+
+    # -- Protocol -------------------------------------------------------------
+    def connectionMade(self) -> None:
+        """Report the connection to whoever connected."""
+        self.connected_deferred.callback(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        """Split replies into lines and lines into complete replies."""
+        self._buffer += data
+        while b"\n" in self._buffer:
+            raw, self._buffer = self._buffer.split(b"\n", 1)
+            self._line(raw.rstrip(b"\r").decode("utf-8", "replace"))
+        if len(self._buffer) > self.max_line:
+            self.abort()
+
+    def _line(self, line: str) -> None:
+        if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in ("", " ", "-"):
+            self._protocol_error(f"bad reply line {line[:80]!r}")
+            return
+        self._lines.append(line[4:])
+        if line[3:4] != "-":
+            reply = Reply(int(line[:3]), tuple(self._lines))
+            self._lines = []
+            if self._waiter is not None:
+                waiter, self._waiter = self._waiter, None
+                waiter.callback(reply)
+            else:
+                self._replies.append(reply)
+
+    def _protocol_error(self, why: str) -> None:
+        self.lost = Failure(SMTPClientError(why))
+        self.abort()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionLost())) -> None:  # noqa: B008
+        """Fail the reader that waits and release a writer that waits."""
+        if self.lost is None:
+            self.lost = Failure(SMTPClientError(f"connection lost: {reason.getErrorMessage()}"))
+        if self._waiter is not None:
+            waiter, self._waiter = self._waiter, None
+            waiter.errback(self.lost)
+        self._release_writer()
+        self.closed.callback(None)
+
+    # -- IPushProducer (flow control while streaming a message) --------------
+    def pauseProducing(self) -> None:
+        """The transport's buffer is full."""
+        if self._paused is None:
+            self._paused = Deferred()
+
+    def resumeProducing(self) -> None:
+        """The transport drained."""
+        self._release_writer()
+
+    def stopProducing(self) -> None:
+        """The transport is going away."""
+        self._release_writer()
+
+    def _release_writer(self) -> None:
+        if self._paused is not None:
+            paused, self._paused = self._paused, None
+            paused.callback(None)
+
+    # -- the API --------------------------------------------------------------
+    @property
+    def is_connected(self) -> bool:
+        """True while the connection is up."""
+        return self.lost is None and self.transport is not None and self.connected_deferred.called
+
+    def send(self, line: str) -> None:
+        """Write one command line."""
+        if self.lost is None:
+            assert self.transport is not None
+            self.transport.write(line.encode("utf-8") + b"\r\n")
+
+    def read_reply(self, timeout: float) -> Deferred[Reply]:
+        """The next reply, failing with :class:`SMTPTimeout` (and closing) after ``timeout``."""
+        if self._replies:
+            return succeed(self._replies.popleft())
+        if self.lost is not None:
+            return fail(self.lost)
+        assert self._waiter is None, "one reader at a time"
+
+        def cancel(deferred: Deferred[Reply]) -> None:
+            if self._waiter is deferred:
+                self._waiter = None
+
+        waiter: Deferred[Reply] = Deferred(cancel)
+        self._waiter = waiter
+        timer = self.clock.callLater(timeout, self._timed_out, waiter, timeout)
+        waiter.addBoth(_stop_timer, timer)
+        return waiter
+
+    def _timed_out(self, waiter: Deferred[Reply], timeout: float) -> None:
+        if self._waiter is waiter:
+            self._waiter = None
+            self.lost = Failure(SMTPTimeout(f"no reply within {timeout:g}s"))
+            waiter.errback(self.lost)
+            self.abort()
+
+    async def write_message(self, chunks: Iterable[bytes]) -> None:
+        """Stream DATA bytes, pausing whenever the transport asks us to."""
+        assert self.transport is not None
+        self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        try:
+            for piece in chunks:
+                if self.lost is not None:
+                    break
+                self.transport.write(piece)
+                if self._paused is not None:
+                    await self._paused
+        finally:
+            if self.transport is not None and self.lost is None:
+                self.transport.unregisterProducer()  # type: ignore[attr-defined]
+
+    def abort(self) -> None:
+        """Drop the connection now, without QUIT."""
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+
+def _stop_timer(result: Any, timer: IDelayedCall) -> Any:
+    if timer.active():
+        timer.cancel()
+    return result
+
+
+@dataclass(slots=True)
+class Timeouts:
+    """Seconds allowed for each step (RFC 5321 4.5.3.2 gives the upper bounds)."""
+
+    connect: float = 30.0
+    command: float = 300.0
+    data: float = 600.0
+
+
+class SMTPClient:
+    """One conversation with a downstream SMTP or LMTP server.
+
+    Build it with :func:`connect_client`. ``extensions`` maps the upper-cased
+    EHLO/LHLO keywords to their parameters.
+    """
+
+    def __init__(self, protocol: SMTPClientProtocol, helo: str, lmtp: bool, timeouts: Timeouts) -> None:
+        self.protocol = protocol
+        self.helo = helo
+        self.lmtp = lmtp
+        self.timeouts = timeouts
+        self.extensions: dict[str, str] = {}
+        self.tls = False
+        self.greeting: Reply | None = None
+        #: set when the session carries a per-client identity (XCLIENT): not reusable
+        self.personal = False
+
+    async def command(self, line: str, timeout: float | None = None) -> Reply:
+        """Send one command and wait for its reply."""
+        self.protocol.send(line)
+        return await self.protocol.read_reply(timeout or self.timeouts.command)
+
+    async def hello(self) -> Reply:
+        """EHLO (or LHLO), falling back to HELO for an old SMTP server."""
+        reply = await self.command(f"{'LHLO' if self.lmtp else 'EHLO'} {self.helo}")
+        self.extensions = {}
+        if reply.code == 250:
+            for line in reply.lines[1:]:
+                keyword, _, params = line.partition(" ")
+                self.extensions[keyword.upper()] = params
+            return reply
+        if self.lmtp:
+            raise SMTPClientError(f"LHLO refused: {reply}")
+        reply = await self.command(f"HELO {self.helo}")
+        if reply.code != 250:
+            raise SMTPClientError(f"HELO refused: {reply}")
+        return reply
+
+    async def starttls(self, context: Any) -> None:
+        """STARTTLS, then hello again (RFC 3207)."""
+        reply = await self.command("STARTTLS")
+        if reply.code != 220:
+            raise SMTPClientError(f"STARTTLS refused: {reply}")
+        self.protocol.transport.startTLS(context)  # type: ignore[union-attr]
+        self.tls = True
+        await self.hello()
+
+    async def xclient(self, attributes: dict[str, str]) -> None:
+        """Postfix XCLIENT: tell the downstream who the real client is; hello again."""
+        offered = set(self.extensions.get("XCLIENT", "").upper().split())
+        parts = [f"{key}={xtext(value)}" for key, value in attributes.items() if key in offered]
+        if not parts:
+            return
+        reply = await self.command("XCLIENT " + " ".join(parts))
+        if reply.code != 220:
+            raise SMTPClientError(f"XCLIENT refused: {reply}")
+        self.personal = True
+        await self.hello()
+
+    async def xforward(self, attributes: dict[str, str]) -> None:
+        """Postfix XFORWARD: per-transaction client attributes."""
+        offered = set(self.extensions.get("XFORWARD", "").upper().split())
+        parts = [f"{key}={xtext(value)}" for key, value in attributes.items() if key in offered]
+        if not parts:
+            return
+        reply = await self.command("XFORWARD " + " ".join(parts))
+        if reply.code != 250:
+            raise SMTPClientError(f"XFORWARD refused: {reply}")
+
+    async def reset(self) -> bool:
+        """RSET; True if the connection is still usable."""
+        if not self.protocol.is_connected:
+            return False
+        try:
+            return (await self.command("RSET", min(self.timeouts.command, 30.0))).code == 250
+        except SMTPClientError:
+            return False
+
+    async def send_message(self, envelope: Envelope, chunks: Iterable[bytes]) -> DeliveryResult:
+        """One mail transaction; ``chunks`` is the stored message (LF endings).
+
+        MAIL and every RCPT are pipelined when the server offers PIPELINING.
+        DATA is sent only if every recipient was accepted (all or nothing:
+        the caller decides what a refusal means); otherwise the transaction
+        is reset and the result says which recipient was refused how.
+        """
+        result = DeliveryResult()
+        params = list(envelope.mail_params)
+        if envelope.size is not None and "SIZE" in self.extensions:
+            params.append(f"SIZE={envelope.size}")
+        if "8BITMIME" in self.extensions and not any(p.upper().startswith("BODY=") for p in params):
+            params.append("BODY=8BITMIME")
+        mail = f"MAIL FROM:<{envelope.sender}>" + "".join(f" {p}" for p in params)
+        rcpts = [f"RCPT TO:<{rcpt}>" for rcpt in envelope.recipients]
+        timeout = self.timeouts.command
+        if "PIPELINING" in self.extensions:
+            for line in [mail, *rcpts]:
+                self.protocol.send(line)
+            result.mail = await self.protocol.read_reply(timeout)
+            for rcpt in envelope.recipients:
+                result.rcpt[rcpt] = await self.protocol.read_reply(timeout)
+        else:
+            result.mail = await self.command(mail)
+            if result.mail.code == 250:
+                for rcpt, line in zip(envelope.recipients, rcpts, strict=True):
+                    result.rcpt[rcpt] = await self.command(line)
+        if result.mail.code != 250 or not result.rcpt or \
+                any(reply.code not in (250, 251) for reply in result.rcpt.values()):
+            if result.mail.code != 250:
+                result.rcpt = {rcpt: result.mail for rcpt in envelope.recipients}
+            await self.reset()
+            return result
+        reply = await self.command("DATA")
+        if reply.code != 354:
+            result.data = reply
+            return result
+        await self.protocol.write_message(smtp_data(chunks))
+        if self.lmtp:
+            for rcpt in envelope.recipients:
+                try:
+                    result.final[rcpt] = await self.protocol.read_reply(self.timeouts.data)
+                except SMTPClientError:
+                    # the others may already be delivered: report them, and this one as failed
+                    result.final[rcpt] = NO_REPLY
+        else:
+            result.data = await self.protocol.read_reply(self.timeouts.data)
+            result.final = {rcpt: result.data for rcpt in envelope.recipients}
+        return result
+
+    def quit(self) -> None:
+        """Say QUIT and close without waiting for the answer to matter."""
+        if self.protocol.is_connected:
+            self.protocol.send("QUIT")
+            assert self.protocol.transport is not None
+            self.protocol.transport.loseConnection()
+
+    def abort(self) -> None:
+        """Drop the connection now."""
+        self.protocol.abort()
+
+
+class _ClientFactory(Factory):
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+
+    def buildProtocol(self, addr: Any) -> SMTPClientProtocol:
+        protocol = SMTPClientProtocol(self.clock)
+        protocol.factory = self
+        return protocol
+
+
+async def connect_client(endpoint: IStreamClientEndpoint, clock: IReactorTime, helo: str,
+                         lmtp: bool = False, timeouts: Timeouts | None = None) -> SMTPClient:
+    """Connect, read the greeting, say EHLO/LHLO; a ready :class:`SMTPClient`.
+
+    Raises :class:`SMTPClientError` for a greeting other than 220 (the
+    connection is closed), a timeout, or a lost connection; connection
+    errors of the endpoint propagate as they are.
+    """
+    timeouts = timeouts or Timeouts()
+    connecting = endpoint.connect(_ClientFactory(clock))
+    timer = clock.callLater(timeouts.connect, connecting.cancel)
+    try:
+        protocol: SMTPClientProtocol = await connecting  # type: ignore[assignment]
+    except CancelledError as err:
+        raise SMTPTimeout(f"connect timed out after {timeouts.connect:g}s") from err
+    finally:
+        if timer.active():
+            timer.cancel()
+    client = SMTPClient(protocol, helo, lmtp, timeouts)
+    try:
+        client.greeting = await protocol.read_reply(timeouts.command)
+        if client.greeting.code != 220:
+            raise SMTPClientError(f"greeting {client.greeting}")
+        await client.hello()
+    except BaseException:
+        client.quit() if protocol.is_connected else None
+        protocol.abort()
+        raise
+    return client
+
+
+class ClientPool:
+    """Idle connections to one downstream, kept for reuse and closed when idle too long.
+
+    ``size`` 0 disables reuse. Timers run on ``clock``; :meth:`close` drops
+    everything (call it when the plugin goes away, and in tests).
+    """
+
+    def __init__(self, clock: IReactorTime, size: int = 2, idle: float = 10.0) -> None:
+        self.clock = clock
+        self.size = size
+        self.idle = idle
+        self._idle: list[tuple[SMTPClient, IDelayedCall]] = []
+
+    async def take(self) -> SMTPClient | None:
+        """An idle connection that still answers RSET, or None."""
+        while self._idle:
+            client, timer = self._idle.pop()
+            if timer.active():
+                timer.cancel()
+            if await client.reset():
+                return client
+            client.abort()
+        return None
+
+    def give_back(self, client: SMTPClient) -> None:
+        """Keep ``client`` for the next message, or close it."""
+        if self.size <= 0 or client.personal or not client.protocol.is_connected \
+                or len(self._idle) >= self.size:
+            client.quit()
+            return
+        entry: list[Any] = [client]
+        timer = self.clock.callLater(self.idle, self._expire, entry)
+        entry.append(timer)
+        self._idle.append((client, timer))
+
+    def _expire(self, entry: list[Any]) -> None:
+        self._idle = [(c, t) for c, t in self._idle if c is not entry[0]]
+        entry[0].quit()
+
+    def close(self) -> list[Deferred[None]]:
+        """Close every idle connection; Deferreds that fire when they are gone."""
+        closing = []
+        for client, timer in self._idle:
+            if timer.active():
+                timer.cancel()
+            closing.append(client.protocol.closed)
+            client.quit()
+        self._idle = []
+        return closing

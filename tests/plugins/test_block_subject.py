@@ -1,0 +1,36 @@
+"""block_subject: the seed talk's subject filter, per recipient domain."""
+
+from __future__ import annotations
+
+from twisted.trial import unittest
+
+from qptwisted import DECLINED, DENY
+from qptwisted.testing import make_engine, make_transaction, run_hook
+from tests.plugins.policy_support import codes, dialogue
+
+SPAM = "From: a@example.org\nSubject: Message From eBay Member\n\nclick here\n"
+HAM = "From: a@example.org\nSubject: lunch?\n\nnoon\n"
+
+
+class BlockSubjectTests(unittest.TestCase):
+    def test_all_domains(self) -> None:
+        smtp = dialogue(["block_subject all"])
+        self.assertEqual(smtp.deliver("<a@example.org>", ["<bob@example.com>"], SPAM)[-1],
+                         (552, "5.7.1", "Message subject not accepted here"))
+        self.assertEqual(codes(smtp.deliver("<a@example.org>", ["<bob@example.com>"], HAM))[-1], 250)
+
+    def test_only_listed_domains(self) -> None:
+        smtp = dialogue(["block_subject example.net"])
+        self.assertEqual(codes(smtp.deliver("<a@example.org>", ["<bob@example.com>"], SPAM))[-1], 250)
+        self.assertEqual(smtp.deliver("<a@example.org>", ["<bob@example.com>", "<c@example.net>"], SPAM)[-1][0],
+                         552)
+
+    def test_config_file_with_regex(self) -> None:
+        engine = make_engine(["block_subject all"], {"block_subject": ["/v[i1]agra/", "Exact Subject"]})
+        for subject, code in (("Cheap V1AGRA now", DENY), ("exact   subject", DENY), ("Exact Subject 2", DECLINED)):
+            txn = make_transaction(engine, sender="<a@example.org>", recipients=["<b@example.com>"],
+                                   message=f"Subject: {subject}\n\nx\n".encode())
+            self.assertEqual(self.successResultOf(run_hook(engine, "data_post", txn)).code, code, subject)
+
+    def test_needs_arguments(self) -> None:
+        self.assertRaises(Exception, make_engine, ["block_subject"])

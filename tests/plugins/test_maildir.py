@@ -1,0 +1,207 @@
+"""queue/maildir: durable, all-or-nothing delivery into one or more Maildirs.
+
+The plugin writes on the engine's thread pool, so these tests run on the real
+reactor and return Deferreds.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from email.parser import BytesParser
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.trial import unittest
+
+from qpplugins.queue import maildir as maildir_module
+from qptwisted import DENYSOFT, OK, Address, ConfigError, Plugin, Transaction
+from qptwisted.testing import SMTPDialogue, make_engine, make_transaction, run_hook
+
+MESSAGE = b"From: a@example.org\nSubject: hello\nMessage-Id: <m1@example.org>\n\nBody line.\n"
+
+
+class QueueDone(Plugin):
+    """Fires ``done`` from ``queue_post``, i.e. after the queue reply was written."""
+
+    def register(self, *args: str) -> None:
+        self.done: Deferred[None] = Deferred()
+
+    def hook_queue_post(self, transaction: Transaction) -> None:
+        done, self.done = self.done, Deferred()
+        done.callback(None)
+
+
+def files(directory: Path) -> list[Path]:
+    return sorted(directory.iterdir()) if directory.is_dir() else []
+
+
+class MaildirBase(unittest.TestCase):
+    def setUp(self) -> None:
+        self.base = Path(self.mktemp()).resolve()
+
+    def engine(self, arguments: str = "", **config: Any) -> Any:
+        return make_engine(["rcpt_ok", f"queue/maildir {self.base} {arguments}".strip()],
+                           config={"rcpthosts": ["example.com", "example.org"], **config}, clock=reactor)
+
+    def queue(self, engine: Any, recipients: list[str], message: bytes = MESSAGE) -> Deferred[Any]:
+        transaction = make_transaction(engine, sender="<a@example.org>", recipients=recipients,
+                                       message=message)
+        self.addCleanup(transaction.close)
+        return run_hook(engine, "queue", transaction)
+
+
+class MaildirDeliveryTests(MaildirBase):
+    @inlineCallbacks
+    def test_dialogue_reply_and_stored_message(self) -> Any:
+        engine = make_engine(["rcpt_ok", f"queue/maildir {self.base}", QueueDone], clock=reactor)
+        done = engine.plugins[-1].done  # type: ignore[attr-defined]
+        smtp = SMTPDialogue(engine)
+        self.addCleanup(smtp.close)
+        replies = smtp.deliver("<a@example.org>", ["<bob@mx.test>"], MESSAGE)
+        self.assertEqual(replies[-1][0], 354)  # the 250 waits for the disk
+        yield done
+        self.assertEqual(smtp.replies(), [(250, "2.6.0 Queued! <m1@example.org>")])
+        [stored] = files(self.base / "new")
+        self.assertEqual(files(self.base / "tmp"), [])
+        self.assertTrue((self.base / "cur").is_dir())
+        raw = stored.read_bytes()
+        self.assertTrue(raw.startswith(b"Return-Path: <a@example.org>\nDelivered-To: bob@mx.test\n"))
+        parsed = BytesParser().parsebytes(raw)
+        self.assertIn("(HELO client.test)", parsed["Received"])
+        self.assertEqual(parsed["Subject"], "hello")
+        self.assertTrue(raw.endswith(b"\n\nBody line.\n"))
+        self.assertEqual(stat.S_IMODE(stored.stat().st_mode), 0o600)
+
+    @inlineCallbacks
+    def test_message_without_message_id(self) -> Any:
+        result = yield self.queue(self.engine(), ["<b@example.com>"], b"Subject: x\n\nhi\n")
+        self.assertEqual((result.code, result.message), (OK, "Queued!"))
+
+    @inlineCallbacks
+    def test_file_mode_argument(self) -> Any:
+        old = os.umask(0o022)
+        self.addCleanup(os.umask, old)
+        result = yield self.queue(self.engine("0640"), ["<b@example.com>"])
+        self.assertEqual(result.code, OK)
+        [stored] = files(self.base / "new")
+        self.assertEqual(stat.S_IMODE(stored.stat().st_mode), 0o640)
+
+    @inlineCallbacks
+    def test_delivered_to_order_and_one_copy_per_directory(self) -> Any:
+        result = yield self.queue(self.engine(), ["<a@example.com>", "<b@example.com>", "<c@example.org>"])
+        self.assertEqual(result.code, OK)
+        [stored] = files(self.base / "new")
+        parsed = BytesParser().parsebytes(stored.read_bytes())
+        # each recipient's Delivered-To goes on top, as qpsmtpd's header->add(..., 0) does
+        self.assertEqual(parsed.get_all("Delivered-To"), ["c@example.org", "b@example.com", "a@example.com"])
+        self.assertEqual(result.message, "Queued! <m1@example.org>")
+
+    @inlineCallbacks
+    def test_pattern_gives_each_recipient_a_directory(self) -> Any:
+        engine = self.engine("%d/%l")
+        result = yield self.queue(engine, ["<Bob@Example.COM>", "<carol@example.org>", "<bob@example.com>"])
+        self.assertEqual(result.code, OK)
+        [bob] = files(self.base / "example.com" / "bob" / "new")
+        [carol] = files(self.base / "example.org" / "carol" / "new")
+        bob_header = BytesParser().parsebytes(bob.read_bytes())
+        self.assertEqual(bob_header.get_all("Delivered-To"), ["bob@example.com", "Bob@Example.COM"])
+        self.assertEqual(BytesParser().parsebytes(carol.read_bytes()).get_all("Delivered-To"),
+                         ["carol@example.org"])
+        self.assertEqual(sorted(p.name for p in self.base.iterdir()), ["example.com", "example.org"])
+
+    def test_directory_is_required(self) -> None:
+        with self.assertRaises(ConfigError) as raised:
+            make_engine(["queue/maildir"])
+        self.assertIn("queue/maildir", str(raised.exception))
+
+
+class MaildirAllOrNothingTests(MaildirBase):
+    def assertNothingDelivered(self) -> None:
+        for new in self.base.rglob("new"):
+            self.assertEqual(files(new), [], new)
+        for tmp in self.base.rglob("tmp"):
+            self.assertEqual(files(tmp), [], tmp)
+
+    @inlineCallbacks
+    def test_second_link_fails(self) -> Any:
+        real_link = os.link
+        calls: list[str] = []
+
+        def link(source: str, target: str) -> None:
+            calls.append(target)
+            if len(calls) == 2:
+                raise OSError(28, "No space left on device")
+            real_link(source, target)
+
+        self.patch(os, "link", link)
+        engine = make_engine(["rcpt_ok", f"queue/maildir {self.base} %d", QueueDone],
+                             config={"rcpthosts": ["example.com", "example.org"]}, clock=reactor)
+        done = engine.plugins[-1].done  # type: ignore[attr-defined]
+        smtp = SMTPDialogue(engine)
+        self.addCleanup(smtp.close)
+        smtp.deliver("<a@example.org>", ["<b@example.com>", "<c@example.org>"], MESSAGE)
+        yield done
+        self.assertEqual(smtp.replies(), [(452, "4.3.0 Queue error, try again later (#4.3.0)")])
+        self.assertEqual(len(calls), 2)  # the first copy was in new/ and was taken back
+        self.assertNothingDelivered()
+
+    @inlineCallbacks
+    def test_unwritable_second_directory(self) -> Any:
+        self.base.mkdir(parents=True)
+        (self.base / "example.org").write_text("a file where a Maildir should be\n")
+        result = yield self.queue(self.engine("%d"), ["<b@example.com>", "<c@example.org>"])
+        self.assertEqual(result.code, DENYSOFT)
+        self.assertNothingDelivered()
+        self.assertTrue((self.base / "example.org").is_file())
+        self.flushLoggedErrors()
+
+
+class MaildirDurabilityTests(unittest.TestCase):
+    """The order of the steps, checked on :func:`deliver` itself (synchronously)."""
+
+    def test_tmp_fsync_link_dirsync_order(self) -> None:
+        base = Path(self.mktemp()).resolve()
+        events: list[tuple[str, str]] = []
+        real_fsync, real_link, real_unlink = os.fsync, os.link, os.unlink
+
+        def fsync(fd: int) -> None:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            if os.path.isfile(path):
+                # the data is synced while the message is still only in tmp/
+                self.assertEqual(files(base / "new"), [])
+                self.assertEqual(os.path.basename(os.path.dirname(path)), "tmp")
+                self.assertEqual(Path(path).read_bytes().count(b"Body line."), 1)
+            events.append(("fsync", "file" if os.path.isfile(path) else os.path.basename(path)))
+            real_fsync(fd)
+
+        def link(source: str, target: str) -> None:
+            events.append(("link", f"{Path(source).parent.name}->{Path(target).parent.name}"))
+            real_link(source, target)
+
+        def unlink(path: str) -> None:
+            events.append(("unlink", Path(path).parent.name))
+            real_unlink(path)
+
+        if not os.path.isdir("/proc/self/fd"):
+            raise unittest.SkipTest("needs /proc/self/fd")
+        self.patch(os, "fsync", fsync)
+        self.patch(os, "link", link)
+        self.patch(os, "unlink", unlink)
+        chunks = [b"Subject: x\n\n", b"Body line.\n"]
+        [path] = maildir_module.deliver({str(base): [Address.parse("<b@example.com>")]},
+                                        Address.parse("<a@example.org>"), chunks, 0o600)
+        self.assertEqual(events, [("fsync", "file"), ("link", "tmp->new"), ("fsync", "new"),
+                                  ("unlink", "tmp")])
+        self.assertEqual(Path(path).parent, base / "new")
+        self.assertEqual(Path(path).read_bytes(),
+                         b"Return-Path: <a@example.org>\nDelivered-To: b@example.com\n"
+                         b"Subject: x\n\nBody line.\n")
+        self.assertEqual(files(base / "tmp"), [])
+
+    def test_unique_names(self) -> None:
+        names = {maildir_module.maildir_name() for _ in range(1000)}
+        self.assertEqual(len(names), 1000)
+        self.assertFalse(any("/" in name or ":" in name for name in names))
