@@ -6,12 +6,16 @@ Tests by ``policy``:
     ``badhelo`` (in ``config/badhelo``), ``localhost`` from a non-loopback
     IP, an address literal that is not the client's IP.
 ``rfc``
-    also a bare IP without brackets and a name that is not a fully
-    qualified domain name; the forward/reverse DNS checks of qpsmtpd are
-    looked up only when the engine has a resolver (the DNS issue) and are
-    skipped otherwise.
+    also a bare IP without brackets, a name that is not a fully qualified
+    domain name, a name without A/AAAA records (``HELO hostname did not
+    resolve``) and a client IP without PTR name (``no reverse DNS for IP``);
+    the lookups go through the engine's resolver, and a DNS error skips the
+    test (logged) instead of refusing.
 ``strict``
-    also the DNS match of name and IP (with a resolver).
+    also refuses when neither the name's addresses match the client's
+    network nor the client's PTR names the name's domain (``That HELO
+    hostname fails FCrDNS``); notes ``helo_forward_match`` and
+    ``helo_reverse_match`` record what matched.
 
 ``config/badhelo`` lines are names (case-insensitive) or regular
 expressions (lines with regex characters); a regex starting with ``!``
@@ -25,7 +29,7 @@ checked. Each message gets an ``X-HELO`` header with the name.
 Arguments: ``policy lenient|rfc|strict``, ``badhelo FILE`` (another config
 file name), ``timeout N`` (DNS), and ``reject``, ``reject_type``,
 ``loglevel``. Better than qpsmtpd: IPv6 address literals and ``::1`` for
-localhost are understood.
+localhost are understood, and the DNS tests never block.
 
 config/plugins::
 
@@ -39,7 +43,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from qptwisted import DECLINED, LOGINFO, HookAnswer, Transaction
+from twisted.internet.defer import Deferred
+
+from qptwisted import DECLINED, LOGERROR, LOGINFO, HookAnswer, Transaction
+from qptwisted.dns import DNSTempError
 from qptwisted.policy import PolicyPlugin
 
 _BADHELO_REGEX = re.compile(r"[{}\[\]()^$|*+?\\!]")
@@ -67,6 +74,7 @@ class Helo(PolicyPlugin):
         if policy in ("rfc", "strict"):
             tests += [self.is_plain_ip, self.is_not_fqdn]
         self.tests = tests
+        self.dns_timeout = float(self.opts["timeout"])
         self.dns_tests = ["no_forward_dns", "no_reverse_dns"] if policy != "lenient" else []
         if policy == "strict":
             self.dns_tests.append("no_matching_dns")
@@ -137,10 +145,60 @@ class Helo(PolicyPlugin):
             if failure is not None:
                 self.adjust_karma(transaction, -1)
                 return self.get_reject(transaction, *failure)
-        if self.dns_tests and getattr(self.engine, "resolver", None) is None:
-            self.log(LOGINFO, f"skip, no resolver for {', '.join(self.dns_tests)}")
+        if self.dns_tests:
+            return Deferred.fromCoroutine(self.dns_checks(transaction, host))
         self.log(LOGINFO, "pass")
         return DECLINED
+
+    async def dns_checks(self, transaction: Transaction, host: str) -> HookAnswer:
+        """The DNS tests of the policy, in order; the first failure refuses."""
+        for name in self.dns_tests:
+            failure = await getattr(self, name)(transaction, host)
+            if failure is not None:
+                self.adjust_karma(transaction, -1)
+                return self.get_reject(transaction, *failure)
+        self.log(LOGINFO, "pass")
+        return DECLINED
+
+    async def no_forward_dns(self, transaction: Transaction, host: str) -> Failure:
+        """The name has no A/AAAA record; notes ``helo_forward_match`` if one is the client's."""
+        if _literal(host) is not None:
+            return None
+        try:
+            addresses = await self.engine.resolver.lookup_ip(host, self.dns_timeout)
+        except DNSTempError as err:
+            self.log(LOGERROR, f"skip, forward lookup failed ({err})")
+            return None
+        if not addresses:
+            return "HELO hostname did not resolve", "fail, HELO forward DNS"
+        for address in addresses:
+            if _same_network(address, transaction.connection.remote_ip):
+                transaction.connection.notes["helo_forward_match"] = True
+                break
+        return None
+
+    async def no_reverse_dns(self, transaction: Transaction, host: str) -> Failure:
+        """The client's IP has no PTR name; notes ``helo_reverse_match`` if one matches the name."""
+        ip = transaction.connection.remote_ip
+        try:
+            names = await self.engine.resolver.lookup_ptr(ip, self.dns_timeout)
+        except DNSTempError as err:
+            self.log(LOGERROR, f"skip, reverse lookup of {ip} failed ({err})")
+            return None
+        if not names:
+            return f"no reverse DNS for {ip}", "no rDNS"
+        for name in names:
+            if _same_domain(name, host.lower().rstrip(".")):
+                transaction.connection.notes["helo_reverse_match"] = True
+                break
+        return None
+
+    async def no_matching_dns(self, transaction: Transaction, host: str) -> Failure:
+        """Neither the name's addresses nor the IP's names match (strict)."""
+        notes = transaction.connection.notes
+        if notes.get("helo_forward_match") or notes.get("helo_reverse_match"):
+            return None
+        return "That HELO hostname fails FCrDNS", "no matching DNS"
 
     hook_ehlo = hook_helo
 
@@ -172,6 +230,23 @@ def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 def _same_ip(a: str, b: str) -> bool:
     first, second = _address(a), _address(b)
     return first is not None and first == second
+
+
+def _same_network(a: str, b: str) -> bool:
+    """The same address, or the same /24 (IPv4) or /64 (IPv6), as qpsmtpd's forward match."""
+    first, second = _address(a), _address(b)
+    if first is None or second is None or first.version != second.version:
+        return False
+    prefix = 24 if first.version == 4 else 64
+    return ipaddress.ip_network(f"{first}/{prefix}", strict=False) == \
+        ipaddress.ip_network(f"{second}/{prefix}", strict=False)
+
+
+def _same_domain(dns_name: str, helo_name: str) -> bool:
+    """The same name, or the same last two labels (qpsmtpd's reverse match)."""
+    if dns_name.count(".") < 1:
+        return False
+    return dns_name == helo_name or dns_name.split(".")[-2:] == helo_name.split(".")[-2:]
 
 
 def _is_loopback(ip: str) -> bool:

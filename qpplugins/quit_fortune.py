@@ -5,8 +5,8 @@ Clients that said HELO (not EHLO) get the output of ``fortune -s`` in the
 reactor, so the server does not wait for it; if it is missing or fails the
 normal goodbye is sent.
 
-Argument: ``fortune PATH`` (default: ``fortune`` on ``PATH`` or in
-``/usr/games``).
+Argument: ``fortune PATH`` (default: ``fortune`` on ``PATH`` or in the Debian games
+directory).
 
 config/plugins::
 

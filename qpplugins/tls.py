@@ -34,6 +34,8 @@ Config files:
 - ``tls_ciphers``: an OpenSSL cipher string for TLS 1.2 (default: Twisted's
   secure default list).
 - ``tls_implicit_ports``: local ports with implicit TLS (default ``465``).
+- ``tls_request_client_cert``: 1 asks clients for a certificate (any is
+  accepted, none is fine); it shows up in ``connection.tls.peer_certificate``.
 - ``tls_before_auth``: 1 (default) keeps AUTH off plaintext connections.
 
 config/plugins::
@@ -67,20 +69,23 @@ class TLS(Plugin):
         minimum = self.config("tls_min_version", "TLSv1.2") or "TLSv1.2"
         ciphers = self.config("tls_ciphers")
         certdir = self.config("tls_certdir")
+        client_cert = (self.config("tls_request_client_cert", "0") or "0") not in ("0", "")
         try:
             if args:
                 cert, key = self._path(args[0]), self._path(args[1])
                 ca = self._path(args[2]) if len(args) == 3 else None
-                self.options: Any = server_options(load_bundle_files(cert, key, ca), minimum, ciphers)
+                self.options: Any = server_options(load_bundle_files(cert, key, ca), minimum, ciphers,
+                                                   request_client_cert=client_cert)
             elif certdir:
                 bundles = load_directory(self._path(certdir))
-                self.options = server_options(bundles[0], minimum, ciphers, sni=bundles)
+                self.options = server_options(bundles[0], minimum, ciphers, sni=bundles,
+                                              request_client_cert=client_cert)
             else:
                 cert = self._path(self.config("tls_cert", "ssl/qpsmtpd-server.crt") or "")
                 key = self._path(self.config("tls_key", "ssl/qpsmtpd-server.key") or "")
                 ca_name = self.config("tls_ca")
                 bundle = load_bundle_files(cert, key, self._path(ca_name) if ca_name else None)
-                self.options = server_options(bundle, minimum, ciphers)
+                self.options = server_options(bundle, minimum, ciphers, request_client_cert=client_cert)
             self.options.getContext()  # fail now, not at the first STARTTLS
         except TLSConfigError as err:
             raise ConfigError(f"tls: {err} (qptwisted-selfsigned makes a certificate for a first run)") \

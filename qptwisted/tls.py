@@ -110,13 +110,19 @@ def load_bundle_files(cert: Path, key: Path | None = None, ca: Path | None = Non
         raise TLSConfigError(f"{cert}: {err}") from None
 
 
+def _accept_any(connection: Any, certificate: Any, errno: int, depth: int, ok: int) -> bool:
+    return True
+
+
 def server_options(bundle: CertificateBundle, minimum: str = "TLSv1.2", ciphers: str | None = None,
-                   sni: Sequence[CertificateBundle] = ()) -> ssl.CertificateOptions:
+                   sni: Sequence[CertificateBundle] = (),
+                   request_client_cert: bool = False) -> ssl.CertificateOptions:
     """Server-side ``CertificateOptions`` for ``bundle``; ``sni`` adds certificates chosen by name.
 
     ``bundle`` is the default (no or unknown server name). Each bundle in
     ``sni`` serves the names in its certificate, wildcards (``*.example.org``)
-    included.
+    included. ``request_client_cert`` asks clients for a certificate and
+    accepts any (or none): plugins judge it from ``connection.tls``.
     """
     kwargs: dict[str, Any] = {"raiseMinimumTo": tls_version(minimum)}
     if ciphers:
@@ -124,9 +130,12 @@ def server_options(bundle: CertificateBundle, minimum: str = "TLSv1.2", ciphers:
 
     def options(one: CertificateBundle, **extra: Any) -> ssl.CertificateOptions:
         # cryptography objects: pyOpenSSL deprecates its own X509/PKey here (Twisted's stubs lag)
-        return ssl.CertificateOptions(privateKey=one.key, certificate=one.certificate,  # type: ignore[arg-type]
+        made = ssl.CertificateOptions(privateKey=one.key, certificate=one.certificate,  # type: ignore[arg-type]
                                       extraCertChain=one.chain or None,  # type: ignore[arg-type]
                                       **kwargs, **extra)
+        if request_client_cert:  # the context is built once and cached by CertificateOptions
+            made.getContext().set_verify(SSL.VERIFY_PEER, _accept_any)
+        return made
 
     if not sni:
         return options(bundle)

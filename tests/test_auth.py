@@ -141,7 +141,8 @@ class AuthTests(unittest.SynchronousTestCase):
         [(code, text)] = smtp.send(f"AUTH PLAIN {plain(USER, 'wrong-pw')}")
         self.assertEqual((code, text), (535, f"5.7.8 PLAIN authentication failed for {USER}"))
         failures = [line for line in LogCapture.lines if line.startswith("auth failed:")]
-        self.assertEqual(failures, [f"auth failed: mechanism=PLAIN user={USER} ip=192.0.2.9 (wrong password)"])
+        expected = f"auth failed: mechanism=PLAIN user={USER} ip=192.0.2.9 (wrong password)"
+        self.assertEqual(failures, [expected])
         self.assertIsNone(smtp.session.connection.auth_user)
 
     def test_no_credentials_in_logs(self) -> None:

@@ -17,6 +17,7 @@ from qptwisted.engine import Engine
 from qptwisted.policy import PolicyPlugin, parse_pairs, return_code
 from qptwisted.testing import make_connection, make_engine, make_transaction, write_config
 from tests.core_support import CaptureQueue, Dialogue
+from tests.plugins.policy_support import FakeResolver
 
 #: config/plugins of the sample chain (docs/policy-plugins.md), minus the queue line
 CHAIN = """
@@ -69,6 +70,9 @@ def boot() -> tuple[Engine, CaptureQueue]:
     clock = Clock()
     clock.advance(1_000_000_000)
     engine = Engine.from_config(directory, clock)
+    engine.resolver = FakeResolver(
+        {"mail.example.org": ["198.51.100.20"], "mail.spam.test": ["203.0.113.9"]},
+        {"198.51.100.20": ["mail.example.org"]})
     queue = CaptureQueue(engine)
     engine.add_plugin(queue)
     return engine, queue
@@ -99,10 +103,16 @@ class ChainTests(unittest.TestCase):
 
     def test_forged_helo_is_refused(self) -> None:
         smtp = connect(self.engine)
-        self.assertEqual(smtp.send("EHLO example.com"),
-                         [(550, "5.7.1", "I do not believe you are example.com.")])
-        self.assertEqual(smtp.send("EHLO [192.0.2.99]"), [(550, "5.7.1", "Forged IPs not accepted here")])
-        self.assertEqual(smtp.send("EHLO 198.51.100.20")[0][2], "Plain IP is invalid HELO hostname (RFC 2821)")
+        self.assertEqual(
+            smtp.send("EHLO example.com"), [(550, "5.7.1", "I do not believe you are example.com.")]
+        )
+        # karma is now negative: the tarpit slows every further reply down
+        self.assertEqual(smtp.send("EHLO [192.0.2.99]"), [])
+        self.engine.clock.advance(5)  # type: ignore[attr-defined]
+        self.assertEqual(smtp.replies(), [(550, "5.7.1", "Forged IPs not accepted here")])
+        smtp.send("EHLO 198.51.100.20")
+        self.engine.clock.advance(5)  # type: ignore[attr-defined]
+        self.assertEqual(smtp.replies()[0][2], "Plain IP is invalid HELO hostname (RFC 2821)")
         self.assertEqual(self.queue.messages, [])
 
     def test_bad_sender_is_refused_at_rcpt_after_a_tarpit(self) -> None:
@@ -117,8 +127,9 @@ class ChainTests(unittest.TestCase):
 
     def test_early_talker_is_refused(self) -> None:
         smtp = connect(self.engine, talk="EHLO i-cannot-wait.test")
-        self.assertEqual(smtp.greeting,
-                         [(550, "5.7.1", "Connecting host started transmitting before SMTP greeting")])
+        self.assertEqual(
+            smtp.greeting, [(550, "5.7.1", "Connecting host started transmitting before SMTP greeting")]
+        )
         self.assertTrue(smtp.closed)
 
     def test_relay_client_skips_the_checks(self) -> None:
@@ -129,7 +140,9 @@ class ChainTests(unittest.TestCase):
 
     def test_bogus_bounce_and_bad_recipient(self) -> None:
         smtp = connect(self.engine)
-        replies = smtp.deliver("<>", ["<bob@example.com>", "<carol@example.com>"], CLEAN, helo="mail.example.org")
+        replies = smtp.deliver(
+            "<>", ["<bob@example.com>", "<carol@example.com>"], CLEAN, helo="mail.example.org"
+        )
         self.assertEqual(replies[-1], (552, "5.7.1", "Invalid bounce (rcpt)"))
         smtp.send("MAIL FROM:<alice@example.org>")
         self.assertEqual(smtp.send("RCPT TO:<noreply@example.com>")[0][0], 550)
@@ -148,20 +161,30 @@ class PolicyHelperTests(unittest.TestCase):
         return plugin
 
     def test_parse_pairs(self) -> None:
-        self.assertEqual(parse_pairs("p", ["Reject", "0", "extra", "x"], ("extra",)), {"reject": "0", "extra": "x"})
+        self.assertEqual(
+            parse_pairs("p", ["Reject", "0", "extra", "x"], ("extra",)), {"reject": "0", "extra": "x"}
+        )
         self.assertRaises(ValueError, parse_pairs, "p", ["reject"])
         self.assertRaises(ValueError, parse_pairs, "p", ["bogus", "1"], ())
         self.assertRaises(ValueError, self.sample, "reject_type", "maybe")
         self.assertRaises(ValueError, self.sample, "loglevel", "9")
 
     def test_get_reject_type(self) -> None:
-        table = {"temp": DENYSOFT, "soft": DENYSOFT, "perm": DENY, "hard": DENY,
-                 "disconnect": DENY_DISCONNECT, "temp_disconnect": DENYSOFT_DISCONNECT}
+        table = {
+            "temp": DENYSOFT,
+            "soft": DENYSOFT,
+            "perm": DENY,
+            "hard": DENY,
+            "disconnect": DENY_DISCONNECT,
+            "temp_disconnect": DENYSOFT_DISCONNECT,
+        }
         for word, code in table.items():
             self.assertEqual(self.sample("reject_type", word).get_reject_type(), code, word)
         self.assertEqual(self.sample().get_reject_type(), DENY)
         self.assertEqual(self.sample().get_reject_type(DENYSOFT), DENYSOFT)
-        self.assertEqual(self.sample("reject_type", "temp").get_reject_type(DENY, "disconnect"), DENY_DISCONNECT)
+        self.assertEqual(
+            self.sample("reject_type", "temp").get_reject_type(DENY, "disconnect"), DENY_DISCONNECT
+        )
 
     def test_get_reject(self) -> None:
         txn = make_transaction(make_engine())
@@ -179,8 +202,12 @@ class PolicyHelperTests(unittest.TestCase):
         engine = make_engine()
         self.assertFalse(plugin.is_immune(make_transaction(engine)))
         self.assertTrue(plugin.is_immune(make_transaction(engine, make_connection(relay_client=True))))
-        for scope, key in (("connection", "whitelisthost"), ("transaction", "whitelistsender"),
-                           ("connection", "naughty"), ("connection", "rejected")):
+        for scope, key in (
+            ("connection", "whitelisthost"),
+            ("transaction", "whitelistsender"),
+            ("connection", "naughty"),
+            ("connection", "rejected"),
+        ):
             txn = make_transaction(engine)
             (txn.connection.notes if scope == "connection" else txn.notes)[key] = True
             self.assertTrue(plugin.is_immune(txn), key)

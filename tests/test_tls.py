@@ -28,7 +28,8 @@ from twisted.trial import unittest
 from qptwisted import OK, ConfigError, HookAnswer, Plugin, Transaction
 from qptwisted.server import QPSMTPDService, SMTPFactory
 from qptwisted.testing import make_engine, write_config
-from qptwisted.tls import load_bundle_files, main as selfsigned_main, make_self_signed
+from qptwisted.tls import load_bundle_files, make_self_signed
+from qptwisted.tls import main as selfsigned_main
 
 USER, SECRET = "good@example.com", "secret-pw"
 PATIENCE = 60.0
@@ -236,7 +237,8 @@ class STARTTLSTests(TLSTestCase):
 
         yield self.in_thread(client)
         yield self.factory.idle()
-        self.assertTrue([line for line in Logs.lines if line.startswith("TLS handshake with 127.0.0.1 failed")])
+        failed = [line for line in Logs.lines if line.startswith("TLS handshake with 127.0.0.1 failed")]
+        self.assertTrue(failed)
 
     @inlineCallbacks
     def test_minimum_version_configurable(self) -> Any:
@@ -261,6 +263,23 @@ class STARTTLSTests(TLSTestCase):
         yield self.factory.idle()
 
     @inlineCallbacks
+    def test_client_certificate_for_plugins(self) -> Any:
+        port = yield self.serve({"tls_request_client_cert": "1"})
+        client_cert, client_key = make_self_signed(["client.test"])
+        (self.dir / "client.pem").write_bytes(client_key + client_cert)
+        context = client_context(self.cert)
+        context.load_cert_chain(str(self.dir / "client.pem"))
+
+        def client() -> None:
+            with smtplib.SMTP("127.0.0.1", port, timeout=PATIENCE) as smtp:
+                smtp.starttls(context=context)
+                smtp.sendmail("a@example.org", ["bob@mx.test"], b"Subject: cert\r\n\r\nhi\r\n")
+
+        yield self.in_thread(client)
+        [(_, tls)] = Capture.messages
+        self.assertEqual(tls.peer_certificate.subject.rfc4514_string(), "CN=client.test")
+
+    @inlineCallbacks
     def test_sni_picks_certificate(self) -> Any:
         certs = {}
         (self.dir / "certs").mkdir()
@@ -283,7 +302,8 @@ class STARTTLSTests(TLSTestCase):
                     peer = tls.getpeercert()
                     tls.sendall(b"QUIT\r\n")
                     read_reply(tls.makefile("rb"))
-            return dict(item[0] for item in peer["subject"])["commonName"]
+            subject: Any = peer["subject"] if peer else ()
+            return str(dict(item[0] for item in subject)["commonName"])
 
         seen = yield self.in_thread(lambda: [subject("mx2.test"), subject("mx1.test"), subject(None)])
         self.assertEqual(seen, ["mx2.test", "mx1.test", "mx1.test"])
@@ -367,6 +387,7 @@ class ReloadTests(TLSTestCase):
                     der = tls.getpeercert(binary_form=True)
                     tls.sendall(b"QUIT\r\n")
                     read_reply(tls.makefile("rb"))
+            assert der is not None
             return ssl.DER_cert_to_PEM_cert(der).encode()
 
         try:
@@ -399,3 +420,54 @@ class ConfigTests(unittest.SynchronousTestCase):
         self.assertEqual(load_bundle_files(cert, key).names(), ["mx.example.test"])
         self.assertEqual(selfsigned_main(["--config", str(directory)]), 1)  # no overwrite without --force
         make_engine(["tls"], directory=str(directory))  # the plugin loads what it wrote
+
+
+class TwistdTests(unittest.TestCase):
+    """``twistd qpsmtpd`` in a subprocess: a STARTTLS port and an SMTPS port share one certificate."""
+
+    def test_smtps_and_starttls_listeners_and_sighup_reload(self) -> None:
+        import signal
+
+        from tests.test_e2e import E2EBase, Server, free_port, wait_for
+
+        cwd = E2EBase.workdir(self)  # type: ignore[arg-type]
+        config = E2EBase.config(self, cwd)  # type: ignore[arg-type]
+        cert, key = make_self_signed(["mx.test"])
+        (config / "ssl").mkdir()
+        (config / "ssl" / "qpsmtpd-server.crt").write_bytes(cert)
+        (config / "ssl" / "qpsmtpd-server.key").write_bytes(key)
+        plugins = (config / "plugins").read_text()
+        (config / "plugins").write_text("tls\n" + plugins)
+        smtps, plain = free_port(), free_port()
+        (config / "tls_implicit_ports").write_text(f"{smtps}\n")
+        server = Server(self, cwd, ["--config", str(config),
+                                    "--port", f"tcp:{smtps}:interface=127.0.0.1",
+                                    "--port", f"tcp:{plain}:interface=127.0.0.1"], wait=False)
+        for port in (smtps, plain):
+            server.port = port
+            server.wait_listening()
+
+        def smtps_cert() -> bytes:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            with smtplib.SMTP_SSL("127.0.0.1", smtps, context=context, timeout=PATIENCE) as client:
+                client.ehlo("client.test")
+                self.assertNotIn("starttls", client.esmtp_features)
+                der = client.sock.getpeercert(binary_form=True)  # type: ignore[attr-defined]
+            return ssl.DER_cert_to_PEM_cert(der).encode().strip()
+
+        self.assertEqual(smtps_cert(), cert.strip())
+        with smtplib.SMTP("127.0.0.1", plain, timeout=PATIENCE) as client:
+            client.starttls(context=client_context(cert))
+            client.ehlo("client.test")
+            self.assertEqual(client.sendmail("alice@example.org", ["bob@localhost"],
+                                             b"Subject: starttls\r\n\r\nhi\r\n"), {})
+        [raw] = (cwd / "spool" / "maildir" / "new").iterdir()
+        self.assertIn(b"with ESMTPS (TLSv1.", raw.read_bytes())
+
+        new_cert, new_key = make_self_signed(["mx.test"])
+        (config / "ssl" / "qpsmtpd-server.crt").write_bytes(new_cert)
+        (config / "ssl" / "qpsmtpd-server.key").write_bytes(new_key)
+        server.signal(signal.SIGHUP)
+        wait_for(lambda: smtps_cert() == new_cert.strip(), "the reloaded certificate on new connections")

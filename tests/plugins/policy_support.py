@@ -52,6 +52,39 @@ def queued(engine: Engine) -> list[bytes]:
     return capture.messages  # type: ignore[attr-defined, no-any-return]
 
 
+def advance(where: Any, seconds: float) -> None:
+    """Move the test clock of an engine or dialogue forward."""
+    engine = getattr(where, "engine", where)
+    engine.clock.advance(seconds)
+
+
 def codes(replies: Iterable[tuple[Any, ...]]) -> list[int]:
     """Just the reply codes."""
     return [reply[0] for reply in replies]
+
+
+class FakeResolver:
+    """A synchronous stand-in for :class:`qptwisted.dns.Resolver` (no network)."""
+
+    def __init__(self, forward: Mapping[str, list[str]] | None = None,
+                 reverse: Mapping[str, list[str]] | None = None, broken: Iterable[str] = ()) -> None:
+        self.forward = dict(forward or {})
+        self.reverse = dict(reverse or {})
+        self.broken = set(broken)
+
+    def _answer(self, table: Mapping[str, list[str]], key: str) -> Any:
+        from twisted.internet.defer import fail, succeed
+
+        from qptwisted.dns import DNSServerFailure
+
+        if key in self.broken:
+            return fail(DNSServerFailure(f"DNS lookup of {key} failed: SERVFAIL"))
+        return succeed(list(table.get(key, [])))
+
+    def lookup_ip(self, name: str, timeout: float | None = None) -> Any:
+        """Addresses of ``name``."""
+        return self._answer(self.forward, name.lower().rstrip("."))
+
+    def lookup_ptr(self, ip: str, timeout: float | None = None) -> Any:
+        """Names of ``ip``."""
+        return self._answer(self.reverse, ip)

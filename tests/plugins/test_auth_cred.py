@@ -29,9 +29,9 @@ class CredTests(unittest.SynchronousTestCase):
     def test_cram_md5(self) -> None:
         ticket = "<1.2@mx.test>"
         digest = cram_md5_digest("wonderland", ticket)
-        self.assertEqual(self.check("auth_cram_md5", "cram-md5", "alice@example.com", None, digest, ticket), OK)
-        self.assertEqual(self.check("auth_cram_md5", "cram-md5", "alice@example.com", None, "0" * 32, ticket),
-                         DENY)
+        user = "alice@example.com"
+        self.assertEqual(self.check("auth_cram_md5", "cram-md5", user, None, digest, ticket), OK)
+        self.assertEqual(self.check("auth_cram_md5", "cram-md5", user, None, "0" * 32, ticket), DENY)
 
     def test_dialogue(self) -> None:
         engine = make_engine(["auth/cred test-portal"], config={"tls_before_auth": "0"})

@@ -53,7 +53,8 @@ class FlatFileTests(unittest.TestCase):
         self.assertEqual((yield self.check("cram-md5", "clear@example.com", digest=good)).code, OK)
         bad = cram_md5_digest("nope", TICKET)
         self.assertEqual((yield self.check("cram-md5", "clear@example.com", digest=bad)).code, DENY)
-        hashed = yield self.check("cram-md5", "hashed@example.com", digest=cram_md5_digest("hashed-pw", TICKET))
+        digest = cram_md5_digest("hashed-pw", TICKET)
+        hashed = yield self.check("cram-md5", "hashed@example.com", digest=digest)
         self.assertEqual(hashed.code, DENY)
 
     def test_cram_md5_not_offered_when_all_hashed(self) -> None:

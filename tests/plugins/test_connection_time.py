@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.trial import unittest
 
 from qptwisted import OK, Plugin
-from tests.plugins.policy_support import dialogue
+from tests.plugins.policy_support import advance, dialogue
 
 
 class Capture(Plugin):
@@ -23,7 +23,7 @@ class ConnectionTimeTests(unittest.TestCase):
         Capture.lines = []
         smtp = dialogue([Capture, "connection_time loglevel 3"])
         smtp.send("EHLO client.test")
-        smtp.engine.clock.advance(2.5)
+        advance(smtp, 2.5)
         smtp.send("QUIT")
         smtp.close()
         self.assertIn((3, "connection_time", "2.500 s. from 192.0.2.1"), Capture.lines)

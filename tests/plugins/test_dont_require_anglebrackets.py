@@ -17,7 +17,9 @@ class AngleBracketTests(unittest.TestCase):
         smtp = dialogue(["dont_require_anglebrackets"])
         smtp.send("EHLO client.test")
         self.assertEqual(smtp.send("MAIL FROM:alice@example.org SIZE=10")[0][:2], (250, "2.1.0"))
-        self.assertEqual(smtp.send("RCPT TO:bob@example.com"), [(250, "2.1.5", "<bob@example.com>, recipient ok")])
+        self.assertEqual(
+            smtp.send("RCPT TO:bob@example.com"), [(250, "2.1.5", "<bob@example.com>, recipient ok")]
+        )
         self.assertEqual(codes(smtp.send("RCPT TO:<carol@example.com>")), [250])
         self.assertEqual(codes(smtp.send("RCPT TO:not-an-address")), [501])
         smtp.send("DATA")

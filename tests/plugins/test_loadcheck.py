@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.trial import unittest
 
 from tests.core_support import Dialogue
-from tests.plugins.policy_support import codes, engine, plugin
+from tests.plugins.policy_support import advance, codes, engine, plugin
 
 
 class LoadCheckTests(unittest.TestCase):
@@ -23,7 +23,7 @@ class LoadCheckTests(unittest.TestCase):
         self.assertEqual(codes(Dialogue(eng).greeting), [220])
         load[0] = 9.0
         self.assertEqual(codes(Dialogue(eng).greeting), [220])  # cached
-        eng.clock.advance(10)
+        advance(eng, 10)
         self.assertEqual(Dialogue(eng).greeting,
                          [(450, "4.7.1", "Server load too high, please try again later")])
         self.assertEqual(len(calls), 2)

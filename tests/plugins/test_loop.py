@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
+from qptwisted.config import ConfigError
 from tests.plugins.policy_support import MESSAGE, dialogue
 
 
@@ -22,5 +23,5 @@ class LoopTests(unittest.TestCase):
         self.assertEqual(self.deliver("loop", 99)[0], 552)
 
     def test_bad_arguments(self) -> None:
-        self.assertRaises(Exception, dialogue, ["loop 1 2"])
-        self.assertRaises(Exception, dialogue, ["loop many"])
+        self.assertRaises((ConfigError, ValueError), dialogue, ["loop 1 2"])
+        self.assertRaises((ConfigError, ValueError), dialogue, ["loop many"])

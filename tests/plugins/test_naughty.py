@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.trial import unittest
 
 from qptwisted import DECLINED, DENY_DISCONNECT, DENYSOFT
+from qptwisted.config import ConfigError
 from qptwisted.testing import make_engine, make_transaction, run_hook
 from tests.plugins.policy_support import codes, dialogue, plugin
 
@@ -60,4 +61,4 @@ class NaughtyUnitTests(unittest.TestCase):
         self.assertEqual(self.successResultOf(run_hook(engine, "mail", txn, None)).code, DENYSOFT)
 
     def test_bad_arguments_fail_at_start(self) -> None:
-        self.assertRaises(Exception, make_engine, ["naughty reject"])
+        self.assertRaises((ConfigError, ValueError), make_engine, ["naughty reject"])

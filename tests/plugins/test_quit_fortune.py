@@ -23,15 +23,19 @@ class QuitFortuneTests(unittest.TestCase):
         smtp = dialogue(["quit_fortune"])
         self.fake(smtp, b"Fortune favours the brave.\nReally.\n")
         smtp.send("HELO old.test")
-        self.assertEqual(smtp.send("QUIT"), [(221, "2.0.0", "mx.test closing connection.\n"
-                                              "  / Fortune favours the brave.\n  / Really.")])
+        self.assertEqual(
+            smtp.send("QUIT"),
+            [(221, "2.0.0", "mx.test closing connection.\n  / Fortune favours the brave.\n  / Really.")],
+        )
         self.assertTrue(smtp.closed)
 
     def test_ehlo_client_gets_the_normal_goodbye(self) -> None:
         smtp = dialogue(["quit_fortune"])
         self.fake(smtp, b"nope\n")
         smtp.send("EHLO new.test")
-        self.assertEqual(smtp.send("QUIT"), [(221, "2.0.0", "mx.test closing connection. Have a wonderful day.")])
+        self.assertEqual(
+            smtp.send("QUIT"), [(221, "2.0.0", "mx.test closing connection. Have a wonderful day.")]
+        )
 
     def test_failure_falls_back(self) -> None:
         smtp = dialogue(["quit_fortune"])
@@ -48,7 +52,8 @@ class QuitFortuneTests(unittest.TestCase):
         from twisted.internet.utils import getProcessOutput
 
         quit_fortune.run_fortune = lambda: getProcessOutput(
-            sys.executable, ("-c", "print('a fortune')"), env={}, reactor=reactor)
+            sys.executable, ("-c", "print('a fortune')"), env={}, reactor=reactor
+        )
         smtp.send("HELO old.test")
         self.assertEqual(smtp.send("QUIT"), [])
         done: Deferred[None] = Deferred()

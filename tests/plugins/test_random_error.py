@@ -14,8 +14,9 @@ from tests.plugins.policy_support import codes, dialogue, plugin
 class RandomErrorTests(unittest.TestCase):
     def test_zero_percent_never_fails(self) -> None:
         smtp = dialogue(["random_error 0"])
-        self.assertEqual(codes(smtp.deliver("<a@example.org>", ["<bob@example.com>"], "Subject: x\n\ny\n"))[-1],
-                         250)
+        self.assertEqual(
+            codes(smtp.deliver("<a@example.org>", ["<bob@example.com>"], "Subject: x\n\ny\n"))[-1], 250
+        )
 
     def test_hundred_percent_always_fails(self) -> None:
         engine = make_engine(["random_error 100"])

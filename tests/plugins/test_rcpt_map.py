@@ -6,17 +6,23 @@ import os
 
 from twisted.trial import unittest
 
+from qptwisted.config import ConfigError
 from qptwisted.testing import make_engine
 from tests.plugins.policy_support import codes, dialogue, engine, plugin
 
-MAP = ["# the example.com map", "bob@example.com OK", "info DENYSOFT Mailbox full, try later",
-       "carol@example.com DENY Carol left"]
+MAP = [
+    "# the example.com map",
+    "bob@example.com OK",
+    "info DENYSOFT Mailbox full, try later",
+    "carol@example.com DENY Carol left",
+]
 
 
 class RcptMapTests(unittest.TestCase):
     def test_table(self) -> None:
-        smtp = dialogue(["rcpt_map domain example.com file rcpt_map.example.com"],
-                        {"rcpt_map.example.com": MAP})
+        smtp = dialogue(
+            ["rcpt_map domain example.com file rcpt_map.example.com"], {"rcpt_map.example.com": MAP}
+        )
         smtp.send("EHLO client.test", "MAIL FROM:<a@example.org>")
         self.assertEqual(codes(smtp.send("RCPT TO:<Bob@Example.com>")), [250])
         self.assertEqual(smtp.send("RCPT TO:<info@example.com>"), [(450, "4.7.1", "Mailbox full, try later")])
@@ -42,7 +48,13 @@ class RcptMapTests(unittest.TestCase):
         self.assertEqual(codes(smtp.send("RCPT TO:<dave@example.com>")), [250])
 
     def test_bad_configuration_fails_at_start(self) -> None:
-        self.assertRaises(Exception, make_engine, ["rcpt_map domain example.com"])
-        self.assertRaises(Exception, make_engine, ["rcpt_map domain example.com file missing"])
-        self.assertRaises(Exception, make_engine, ["rcpt_map domain example.com file m default NOPE=x"],
-                          {"m": MAP})
+        self.assertRaises((ConfigError, ValueError), make_engine, ["rcpt_map domain example.com"])
+        self.assertRaises(
+            (ConfigError, ValueError), make_engine, ["rcpt_map domain example.com file missing"]
+        )
+        self.assertRaises(
+            (ConfigError, ValueError),
+            make_engine,
+            ["rcpt_map domain example.com file m default NOPE=x"],
+            {"m": MAP},
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
-from tests.plugins.policy_support import codes, dialogue
+from tests.plugins.policy_support import advance, codes, dialogue
 
 
 class TarpitTests(unittest.TestCase):
@@ -17,16 +17,16 @@ class TarpitTests(unittest.TestCase):
         smtp.send("EHLO client.test")
         self.assertEqual(codes(smtp.send("MAIL FROM:<x@spam.test>")), [250])
         self.assertEqual(smtp.send("RCPT TO:<bob@example.com>"), [])
-        smtp.engine.clock.advance(4.9)
+        advance(smtp, 4.9)
         self.assertEqual(smtp.replies(), [])
-        smtp.engine.clock.advance(0.1)
+        advance(smtp, 0.1)
         self.assertEqual(codes(smtp.replies()), [250])
 
     def test_note_value_capped_and_relay_clients_exempt(self) -> None:
         smtp = dialogue(["tarpit max 3"])
         smtp.session.connection.notes["tarpit"] = 100
         self.assertEqual(smtp.send("EHLO client.test"), [])
-        smtp.engine.clock.advance(3)
+        advance(smtp, 3)
         self.assertEqual(codes(smtp.replies()), [250])
         smtp.session.connection.relay_client = True
         self.assertEqual(codes(smtp.send("NOOP")), [250])
@@ -36,5 +36,5 @@ class TarpitTests(unittest.TestCase):
         smtp.session.connection.notes["karma"] = -1
         self.assertEqual(codes(smtp.send("EHLO client.test", "MAIL FROM:<a@example.org>")), [250, 250])
         self.assertEqual(smtp.send("RCPT TO:<bob@example.com>"), [])
-        smtp.engine.clock.advance(2)
+        advance(smtp, 2)
         self.assertEqual(codes(smtp.replies()), [250])

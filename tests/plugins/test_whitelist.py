@@ -6,8 +6,8 @@ import os
 
 from twisted.trial import unittest
 
-from qptwisted.testing import make_engine, make_transaction, run_hook
 from qptwisted.address import Address
+from qptwisted.testing import make_engine, make_transaction, run_hook
 from tests.plugins.policy_support import codes, dialogue
 
 CONFIG = {
