@@ -30,6 +30,7 @@ start-up that names the plugin, not a log line at run time.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
@@ -233,8 +234,6 @@ class PolicyPlugin(Policy, Plugin):
 
     def config_path(self, name: str) -> str:
         """A file named by a plugin argument: relative names are taken in the config directory."""
-        import os
-
         if os.path.isabs(name):
             return name
         return str(self.engine.config.path(name))
