@@ -147,6 +147,14 @@ class WorkerPoolTests(TestCase):
         self.assertTrue(seen - {None} <= set(self.worker_pids()))
         self.assertNotIn(self.master.pid, seen)
 
+    def test_sighup_reaches_every_worker(self) -> None:
+        workers = self.live_workers()
+        self.master.send_signal(signal.SIGHUP)
+        for pid in workers:
+            _wait_for(lambda pid=pid: re.search(rf"\[worker {pid}\][^\n]*reloaded: ", self._log()),
+                      f"worker {pid} to reload")
+        self.assertEqual(sorted(self.live_workers()), sorted(workers))
+
     def test_killed_worker_is_replaced(self) -> None:
         victim = self.worker_pids()[0]
         os.kill(victim, signal.SIGKILL)

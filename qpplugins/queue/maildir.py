@@ -23,8 +23,10 @@ import os
 import socket
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
 from qptwisted import DENYSOFT, LOGERROR, OK, Address, Plugin, Transaction
 
@@ -114,21 +116,30 @@ class Maildir(Plugin):
         return os.path.join(self.base, sub)
 
     def hook_queue(self, transaction: Transaction) -> Deferred[object]:
-        directories: dict[str, list[Address]] = defaultdict(list)
-        for rcpt in transaction.recipients:
-            directories[self.directory_for(rcpt)].append(rcpt)
-        chunks = list(transaction.iter_message())
-        sender = transaction.sender
-        assert sender is not None
-        message_id = transaction.message_id or ""
+        return queue_to_maildirs(self, transaction, self.directory_for, self.mode)
 
-        def delivered(paths: list[str]) -> tuple[object, str]:
-            transaction.notes["queue_id"] = os.path.basename(paths[0])
-            return OK, f"Queued! {message_id}".rstrip()
 
-        def failed(failure: object) -> tuple[object, str]:
-            self.log(LOGERROR, f"maildir delivery failed: {getattr(failure, 'value', failure)}")
-            return DENYSOFT, "Queue error, try again later (#4.3.0)"
+def queue_to_maildirs(plugin: Plugin, transaction: Transaction, directory_for: Callable[[Address], str],
+                      mode: int) -> Deferred[object]:
+    """Deliver ``transaction`` into the Maildir of each recipient on the thread pool.
 
-        deferred = self.defer_to_thread(deliver, dict(directories), sender, chunks, self.mode)
-        return deferred.addCallbacks(delivered, failed)
+    Answers ``250 Queued! <Message-Id>`` once every copy is durable, else 452.
+    """
+    directories: dict[str, list[Address]] = defaultdict(list)
+    for rcpt in transaction.recipients:
+        directories[directory_for(rcpt)].append(rcpt)
+    chunks = list(transaction.iter_message())
+    sender = transaction.sender
+    assert sender is not None
+    message_id = transaction.message_id or ""
+
+    def delivered(paths: list[str]) -> tuple[object, str]:
+        transaction.notes["queue_id"] = os.path.basename(paths[0])
+        return OK, f"Queued! {message_id}".rstrip()
+
+    def failed(failure: Failure) -> tuple[object, str]:
+        plugin.log(LOGERROR, f"{plugin.plugin_name} delivery failed: {failure.getErrorMessage()}")
+        return DENYSOFT, "Queue error, try again later (#4.3.0)"
+
+    deferred = plugin.defer_to_thread(deliver, dict(directories), sender, chunks, mode)
+    return deferred.addCallbacks(delivered, failed)

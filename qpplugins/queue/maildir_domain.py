@@ -31,7 +31,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from qpplugins.queue._sqldb import Database
-from qpplugins.queue.maildir import deliver
+from qpplugins.queue.maildir import queue_to_maildirs
 from qptwisted import DECLINED, DENY, DENYSOFT, LOGERROR, OK, Address, Plugin, Transaction
 
 SCHEMA = [
@@ -103,21 +103,4 @@ class MaildirDomain(Plugin):
     def hook_queue(self, transaction: Transaction) -> Deferred[Any] | Any:
         if not transaction.recipients:
             return DECLINED
-        directories: dict[str, list[Address]] = {}
-        for rcpt in transaction.recipients:
-            directories.setdefault(self.directory_for(rcpt), []).append(rcpt)
-        chunks = list(transaction.iter_message())
-        sender = transaction.sender
-        assert sender is not None
-        message_id = transaction.message_id or ""
-
-        def delivered(paths: list[str]) -> tuple[Any, str]:
-            transaction.notes["queue_id"] = os.path.basename(paths[0])
-            return OK, f"Queued! {message_id}".rstrip()
-
-        def failed(failure: Any) -> tuple[Any, str]:
-            self.log(LOGERROR, f"maildir-domain delivery failed: {failure.getErrorMessage()}")
-            return DENYSOFT, "Queue error, try again later (#4.3.0)"
-
-        deferred = self.defer_to_thread(deliver, directories, sender, chunks, self.mode)
-        return deferred.addCallbacks(delivered, failed)
+        return queue_to_maildirs(self, transaction, self.directory_for, self.mode)
