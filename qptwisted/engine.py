@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from qptwisted.address import Address
 from qptwisted.codes import LOGINFO, LOGWARN, OK, LogLevel
 from qptwisted.config import Config, ConfigError
 from qptwisted.hooks import HookRunner
@@ -114,12 +115,19 @@ class Engine:
     # -- services for plugins ------------------------------------------------
     def config_list(self, name: str) -> list[str]:
         """Config values of ``name``: a ``config`` hook's OK answer, else the file."""
-        if self.hooks.has("config"):
-            for registration in self.hooks.chains["config"]:
-                answer = registration.function(None, name)
-                if isinstance(answer, tuple) and answer and answer[0] == OK:
-                    return [str(value) for value in answer[1:] if value is not None]
-        return self.config.get_list(name)
+        return self._hook_config("config", (name,)) or self.config.get_list(name)
+
+    def user_config(self, address: Address, name: str) -> list[str]:
+        """Per-user config (qpsmtpd's ``$address->config``): the ``user_config`` hook, else global."""
+        return self._hook_config("user_config", (address, name)) or self.config_list(name)
+
+    def _hook_config(self, hook: str, args: tuple[Any, ...]) -> list[str] | None:
+        # Config hooks answer synchronously, (OK, value, ...); they run outside any transaction.
+        for registration in self.hooks.chains.get(hook, ()):
+            answer = registration.function(None, *args)
+            if isinstance(answer, tuple) and answer and answer[0] == OK:
+                return [str(value) for value in answer[1:] if value is not None]
+        return None
 
     def log(self, level: int, message: str, plugin: str | None = None, hook: str | None = None,
             failure: Failure | None = None, **_: Any) -> None:
