@@ -32,7 +32,9 @@ from qptwisted.config import Config, ConfigError  # noqa: E402
 from qptwisted.connection import Connection, TLSInfo  # noqa: E402
 from qptwisted.engine import Engine  # noqa: E402
 from qptwisted.interfaces import IQPPlugin, IQPPluginFactory  # noqa: E402
+from qptwisted.ipmatch import IPMatcher  # noqa: E402
 from qptwisted.plugin import Plugin  # noqa: E402
+from qptwisted.policy import Policy, PolicyPlugin  # noqa: E402
 from qptwisted.server import QPSMTPDService, SMTPFactory  # noqa: E402
 from qptwisted.transaction import Transaction  # noqa: E402
 
@@ -41,5 +43,6 @@ __all__ = [
     "OK", "DENY", "DENYSOFT", "DENY_DISCONNECT", "DENYHARD", "DENYSOFT_DISCONNECT", "DECLINED",
     "DONE", "LOGEMERG", "LOGALERT", "LOGCRIT", "LOGERROR", "LOGWARN", "LOGNOTICE", "LOGINFO",
     "LOGDEBUG", "Config", "ConfigError", "Connection", "TLSInfo", "Engine", "IQPPlugin",
-    "IQPPluginFactory", "Plugin", "QPSMTPDService", "SMTPFactory", "Transaction",
+    "IQPPluginFactory", "IPMatcher", "Plugin", "Policy", "PolicyPlugin", "QPSMTPDService", "SMTPFactory",
+    "Transaction",
 ]
