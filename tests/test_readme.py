@@ -27,3 +27,18 @@ class ReadmeExampleTests(unittest.TestCase):
                              cwd=work, capture_output=True, text=True, timeout=120)
         self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
         self.assertIn("PASSED (successes=2)", run.stdout)
+
+
+class ReadmePluginListTests(unittest.TestCase):
+    def test_every_stock_plugin_is_listed_with_a_config_line(self) -> None:
+        from qptwisted.loader import discover
+
+        factories, errors = discover()
+        self.assertEqual(errors, [])
+        rows = re.findall(r"^\| `([^`]+)` \| .* \| `([^`]+)` \|$", README.read_text(encoding="utf-8"), re.M)
+        listed = {name: line for name, line in rows}
+        stock = {name for name, factory in factories.items()
+                 if getattr(factory, "__module__", "").startswith("qpplugins.")}
+        self.assertEqual(sorted(stock - set(listed)), [])
+        for name in stock:
+            self.assertTrue(listed[name].split()[0] == name, (name, listed[name]))

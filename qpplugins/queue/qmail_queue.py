@@ -12,7 +12,7 @@ qmail-queue(8) defines. The exit code is the answer: 0 is
 everything else (51 out of memory, 52 timeout, 53 write error, 54 unable to
 read the message or envelope, 55 config, 56 network, 61-66 queue
 problems, 71-74 downstream trouble, 81 internal bug, 91 envelope format
-error, killed by a signal) is temporary (452). The program's stderr is
+error, killed by a signal) is temporary (452). What the program prints is
 logged.
 
 config/plugins::
@@ -24,13 +24,11 @@ config/plugins::
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Iterable
 
-from twisted.internet import error, protocol
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.python.failure import Failure
+from qptwisted import Transaction
 
-from qptwisted import DENY, DENYSOFT, LOGERROR, LOGINFO, OK, Plugin, Transaction
+from ._program import ProgramQueue
 
 #: qmail-queue(8) exit codes and what they mean
 EXIT_CODES = {
@@ -54,93 +52,17 @@ def envelope_bytes(transaction: Transaction) -> bytes:
     return b"".join(parts) + b"\0"
 
 
-class _QueueProcess(protocol.ProcessProtocol):
-    """Feeds fd 0 and fd 1, collects stderr, reports the exit status."""
-
-    def __init__(self, chunks: Any, envelope: bytes) -> None:
-        self.chunks = chunks
-        self.envelope = envelope
-        self.stderr = b""
-        self.done: Deferred[int | None] = Deferred()
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        try:
-            for chunk in self.chunks:
-                self.transport.writeToChild(0, chunk)  # type: ignore[attr-defined]
-            self.transport.closeChildFD(0)  # type: ignore[attr-defined]
-            self.transport.writeToChild(1, self.envelope)  # type: ignore[attr-defined]
-            self.transport.closeChildFD(1)  # type: ignore[attr-defined]
-        except Exception:
-            self.transport.signalProcess("KILL")
-
-    def childDataReceived(self, fd: int, data: bytes) -> None:
-        if fd == 2 and len(self.stderr) < 4096:
-            self.stderr += data
-
-    def processEnded(self, reason: Failure) -> None:
-        if reason.check(error.ProcessDone):
-            self.done.callback(0)
-        elif reason.check(error.ProcessTerminated) and getattr(reason.value, "exitCode", None) is not None:
-            self.done.callback(reason.value.exitCode)  # type: ignore[union-attr]
-        else:
-            self.done.callback(None)  # killed by a signal
-
-
-class QmailQueue(Plugin):
+class QmailQueue(ProgramQueue):
     """Queue through a qmail-queue compatible program."""
 
     name = "queue/qmail-queue"
-    timeout = 900.0
-    #: the reactor used to spawn (tests may replace it); timers use the engine clock
-    reactor: Any = None
+    default_path = "/var/qmail/bin/qmail-queue"
+    exit_codes = EXIT_CODES
+    permanent = frozenset(range(11, 41))
 
-    def register(self, *args: str) -> None:
-        """``[PATH] [timeout=S]``."""
-        paths = [arg for arg in args if "=" not in arg]
-        options = dict(arg.split("=", 1) for arg in args if "=" in arg)
-        self.path = paths[0] if paths else os.environ.get("QMAILQUEUE", "/var/qmail/bin/qmail-queue")
-        self.process_timeout = float(options.pop("timeout", 600))
-        if options:
-            raise ValueError(f"unknown option(s) {', '.join(options)}")
+    def default_program(self) -> str:
+        """``$QMAILQUEUE``, else qmail's own program."""
+        return os.environ.get("QMAILQUEUE", self.default_path)
 
-    def hook_queue(self, transaction: Transaction) -> Deferred[Any]:
-        return Deferred.fromCoroutine(self.deliver(transaction))
-
-    async def deliver(self, transaction: Transaction) -> tuple[Any, str]:
-        """Run the program and map its exit code."""
-        reactor = self.reactor
-        if reactor is None:
-            from twisted.internet import reactor
-        process = _QueueProcess(transaction.iter_message(), envelope_bytes(transaction))
-        try:
-            transport = reactor.spawnProcess(process, self.path, [self.path], env=dict(os.environ),
-                                             childFDs={0: "w", 1: "w", 2: "r"})
-        except OSError as err:
-            self.log(LOGERROR, f"cannot start {self.path}: {err}")
-            return DENYSOFT, "Queue program unavailable, try again later (#4.3.0)"
-        timer = self.clock.callLater(self.process_timeout, _kill, transport)
-        try:
-            code = await process.done
-        except CancelledError:
-            _kill(transport)
-            raise
-        finally:
-            if timer.active():
-                timer.cancel()
-        stderr = process.stderr.decode("utf-8", "replace").strip()
-        if code == 0:
-            self.log(LOGINFO, f"{self.path} queued the message" + (f": {stderr}" if stderr else ""))
-            return OK, f"Queued! {transaction.message_id or ''}".rstrip()
-        reason = "killed" if code is None else EXIT_CODES.get(code, "unknown error")
-        self.log(LOGERROR, f"{self.path} exited with {code} ({reason})" + (f": {stderr}" if stderr else ""))
-        if code is not None and 11 <= code <= 40:
-            return DENY, f"Message refused by the queue: {reason} (#5.3.0)"
-        return DENYSOFT, f"Queue error: {reason}, try again later (#4.3.0)"
-
-
-def _kill(transport: Any) -> None:
-    try:
-        transport.signalProcess("KILL")
-    except error.ProcessExitedAlready:
-        pass
+    def inputs(self, transaction: Transaction) -> dict[int, Iterable[bytes]]:
+        return {0: transaction.iter_message(), 1: [envelope_bytes(transaction)]}

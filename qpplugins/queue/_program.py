@@ -1,0 +1,166 @@
+"""Queue plugins that hand each message to a local program (qmail-queue, sendmail, exim).
+
+:class:`ProgramQueue` starts the program with :meth:`reactor.spawnProcess`
+(the reactor never waits on it), writes the message and anything else to
+the program's input descriptors, collects what it prints, and kills it
+after ``timeout=S`` seconds on the engine clock. Subclasses say which
+program, which arguments and inputs, and what its exit code means.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+from twisted.internet import error, protocol
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.python.failure import Failure
+
+from qptwisted import DENY, DENYSOFT, LOGERROR, LOGINFO, OK, Plugin, Transaction
+
+#: how much of the program's output is kept for the log
+OUTPUT_LIMIT = 4096
+
+
+class ProgramResult(NamedTuple):
+    """How a queue program ended: its exit code (``None`` if killed) and its output."""
+
+    code: int | None
+    output: str
+
+
+class _ProgramProcess(protocol.ProcessProtocol):
+    """Feeds each input descriptor in turn, collects output, reports the exit code."""
+
+    def __init__(self, inputs: dict[int, Iterable[bytes]]) -> None:
+        self.inputs = inputs
+        self.output = b""
+        self.done: Deferred[int | None] = Deferred()
+
+    def connectionMade(self) -> None:
+        transport: Any = self.transport
+        try:
+            for fd, chunks in self.inputs.items():
+                for chunk in chunks:
+                    transport.writeToChild(fd, chunk)
+                transport.closeChildFD(fd)
+        except Exception:
+            transport.signalProcess("KILL")
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        if len(self.output) < OUTPUT_LIMIT:
+            self.output += data
+
+    def processEnded(self, reason: Failure) -> None:
+        code = getattr(reason.value, "exitCode", None)
+        self.done.callback(0 if reason.check(error.ProcessDone) else code)
+
+
+class ProgramQueue(Plugin):
+    """Base of the queue plugins that run a program per message.
+
+    Subclasses set :attr:`default_path`, implement :meth:`arguments`,
+    :meth:`inputs` and :meth:`answer`; ``register`` takes ``[PATH]
+    [timeout=S]`` and any option listed in :attr:`options`.
+    """
+
+    #: the program when no ``PATH`` argument is given (see :meth:`default_program`)
+    default_path = ""
+    #: what each non-zero exit code means, for the log and the reply
+    exit_codes: dict[int, str] = {}
+    #: the exit codes that refuse the message for good (552); any other is 452
+    permanent: frozenset[int] = frozenset()
+    #: who refused, in the 552 text
+    refuser = "the queue"
+    #: extra ``name=value`` options a subclass accepts, with their defaults
+    options: dict[str, str] = {}
+    #: the reactor used to spawn (tests may replace it); timers use the engine clock
+    reactor: Any = None
+
+    def register(self, *args: str) -> None:
+        """``[PATH] [timeout=S] [option=value ...]``."""
+        paths = [arg for arg in args if "=" not in arg]
+        given = dict(arg.split("=", 1) for arg in args if "=" in arg)
+        self.path = paths[0] if paths else self.default_program()
+        self.process_timeout = float(given.pop("timeout", 600))
+        unknown = set(given) - set(self.options)
+        if unknown or len(paths) > 1:
+            raise ValueError(f"unknown argument(s) {', '.join(sorted(unknown) or paths[1:])}")
+        self.settings = {**self.options, **given}
+
+    def default_program(self) -> str:
+        """The program to run when the configuration names none."""
+        return self.default_path
+
+    def arguments(self, transaction: Transaction) -> list[str]:
+        """The program's arguments after its name."""
+        return []
+
+    def inputs(self, transaction: Transaction) -> dict[int, Iterable[bytes]]:
+        """What to write to which descriptor of the program, in order."""
+        return {0: transaction.iter_message()}
+
+    def answer(self, transaction: Transaction, result: ProgramResult) -> tuple[Any, str]:
+        """0 is 250; a code in :attr:`permanent` is 552; anything else (or a kill) is 452."""
+        if result.code == 0:
+            return self.queued(transaction, result)
+        reason = "killed" if result.code is None else self.exit_codes.get(result.code, "unknown error")
+        self.log(LOGERROR, self.describe(result, reason))
+        if result.code in self.permanent:
+            return DENY, f"Message refused by {self.refuser}: {reason} (#5.3.0)"
+        return DENYSOFT, f"Queue error: {reason}, try again later (#4.3.0)"
+
+    def hook_queue(self, transaction: Transaction) -> Deferred[Any]:
+        return Deferred.fromCoroutine(self.deliver(transaction))
+
+    async def deliver(self, transaction: Transaction) -> tuple[Any, str]:
+        """Run the program for ``transaction`` and answer from its exit code."""
+        result = await self.run(transaction)
+        if result is None:
+            return DENYSOFT, "Queue program unavailable, try again later (#4.3.0)"
+        return self.answer(transaction, result)
+
+    async def run(self, transaction: Transaction) -> ProgramResult | None:
+        """Run the program; ``None`` if it could not be started (logged)."""
+        reactor = self.reactor
+        if reactor is None:
+            from twisted.internet import reactor
+        inputs = self.inputs(transaction)
+        child_fds: dict[int, int | str] = {fd: "w" for fd in inputs}
+        for fd in (1, 2):
+            child_fds.setdefault(fd, "r")
+        process = _ProgramProcess(inputs)
+        try:
+            transport = reactor.spawnProcess(process, self.path, [self.path, *self.arguments(transaction)],
+                                             env=dict(os.environ), childFDs=child_fds)
+        except OSError as err:
+            self.log(LOGERROR, f"cannot start {self.path}: {err}")
+            return None
+        timer = self.clock.callLater(self.process_timeout, _kill, transport)
+        try:
+            code = await process.done
+        except CancelledError:
+            _kill(transport)
+            raise
+        finally:
+            if timer.active():
+                timer.cancel()
+        return ProgramResult(code, process.output.decode("utf-8", "replace").strip())
+
+    def queued(self, transaction: Transaction, result: ProgramResult) -> tuple[Any, str]:
+        """The answer when the program took the message: logged, ``250 Queued! <Message-Id>``."""
+        self.log(LOGINFO, f"{self.path} queued the message" + (f": {result.output}" if result.output else ""))
+        return OK, f"Queued! {transaction.message_id or ''}".rstrip()
+
+    def describe(self, result: ProgramResult, meaning: str) -> str:
+        """A log line: the program, how it ended, what that means and what it said."""
+        how = "was killed" if result.code is None else f"exited with {result.code}"
+        return f"{self.path} {how} ({meaning})" + (f": {result.output}" if result.output else "")
+
+
+def _kill(transport: Any) -> None:
+    try:
+        transport.signalProcess("KILL")
+    except error.ProcessExitedAlready:
+        pass
