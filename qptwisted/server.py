@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from qptwisted.config import ConfigError, default_config_dir
 from qptwisted.engine import Engine
 from qptwisted.protocol import SMTPProtocol
+from qptwisted.spool import remove_orphans
 
 _log = Logger(namespace="qptwisted")
 
@@ -68,6 +69,7 @@ class QPSMTPDService(service.MultiService):
         self.plugin_lines = None if plugin_lines is None else list(plugin_lines)
         self.factory = SMTPFactory(self._build())
         self._previous_hup: Any = None
+        self._prepared = False
 
     def _build(self) -> Engine:
         return Engine.from_config(self.config_dir, self.clock, plugin_lines=self.plugin_lines)
@@ -92,9 +94,30 @@ class QPSMTPDService(service.MultiService):
         _log.info("reloaded: {desc}", desc=engine.describe())
         return True
 
+    def privilegedStartService(self) -> None:
+        """Prepare before the ports are bound: twistd binds them here, before :meth:`startService`."""
+        self._prepare()
+        super().privilegedStartService()
+
     def startService(self) -> None:
-        """Start listening and reload on SIGHUP."""
+        """Start listening (the preparation done first when embedded without the privileged step)."""
+        self._prepare()
+        super().startService()
+
+    def _prepare(self) -> None:
+        """Log the configuration, remove the spool files a crash left, reload on SIGHUP.
+
+        The SIGHUP handler goes in before any port is bound, so a client that
+        can connect can also signal without killing the server.
+        """
+        if self._prepared:
+            return
+        self._prepared = True
         _log.info("{desc}", desc=self.factory.engine.describe())
+        orphans = remove_orphans(self.factory.engine.spool_dir)
+        if orphans:
+            _log.warn("removed {n} spool file(s) left by a process that died: {names}",
+                      n=len(orphans), names=", ".join(orphans))
         if hasattr(signal, "SIGHUP"):
             from twisted.internet import reactor
 
@@ -105,10 +128,10 @@ class QPSMTPDService(service.MultiService):
                 self._previous_hup = signal.signal(signal.SIGHUP, on_hup)
             except ValueError:  # not the main thread (some embedders)
                 self._previous_hup = None
-        super().startService()
 
     def stopService(self) -> Any:
         """Stop listening; restore the SIGHUP handler."""
+        self._prepared = False
         if self._previous_hup is not None:
             signal.signal(signal.SIGHUP, self._previous_hup)
             self._previous_hup = None

@@ -13,8 +13,10 @@ class MessageSpool:
     """An append-only byte store for one message body.
 
     Bytes stay in memory until ``threshold`` is passed, then everything moves
-    to a mode-0600 file in ``directory``. The file is removed by :meth:`close`
-    (the transaction calls it when it ends), so nothing half-written stays.
+    to a mode-0600 file ``msg.<pid>.<random>`` in ``directory``. The file is
+    removed by :meth:`close` (the transaction calls it when it ends), so
+    nothing half-written stays; the files of a process that died without
+    closing them are removed by :func:`remove_orphans` at the next start.
     """
 
     __slots__ = ("directory", "threshold", "size", "_chunks", "_file", "filename")
@@ -41,7 +43,7 @@ class MessageSpool:
         """Force the body into a file and return its name."""
         if self._file is None:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            fd, self.filename = tempfile.mkstemp(prefix="msg.", dir=self.directory)
+            fd, self.filename = tempfile.mkstemp(prefix=f"msg.{os.getpid()}.", dir=self.directory)
             self._file = os.fdopen(fd, "w+b")
             self._file.writelines(self._chunks)
             self._chunks = []
@@ -87,3 +89,38 @@ class MessageSpool:
             except FileNotFoundError:
                 pass
             self.filename = None
+
+
+def remove_orphans(directory: str) -> list[str]:
+    """Delete the spool files of processes that are gone (a crash, SIGKILL); return their paths.
+
+    Only ``msg.<pid>.*`` files whose process no longer runs are touched, so
+    other workers and other servers sharing ``directory`` keep theirs.
+    """
+    removed: list[str] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        prefix, _, rest = name.partition(".")
+        pid = rest.partition(".")[0]
+        if prefix != "msg" or not pid.isdigit() or int(pid) == os.getpid() or _running(int(pid)):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            os.unlink(path)
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it runs, as another user
+        return True
+    return True

@@ -138,7 +138,7 @@ def queue_to_maildirs(plugin: Plugin, transaction: Transaction, directory_for: C
         return OK, f"Queued! {message_id}".rstrip()
 
     def failed(failure: Failure) -> tuple[object, str]:
-        plugin.log(LOGERROR, f"{plugin.plugin_name} delivery failed: {failure.getErrorMessage()}")
+        plugin.log(LOGERROR, f"delivery failed: {failure.getErrorMessage()}")
         return DENYSOFT, "Queue error, try again later (#4.3.0)"
 
     deferred = plugin.defer_to_thread(deliver, dict(directories), sender, chunks, mode)
