@@ -1,4 +1,4 @@
-"""The README's plugin-writing example and its trial test must keep working."""
+"""The README's and the docs' examples must keep working; the README lists every stock plugin."""
 
 from __future__ import annotations
 
@@ -6,8 +6,13 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
+
+from qptwisted import OK
+from qptwisted.testing import make_engine, make_transaction, run_hook
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -42,3 +47,28 @@ class ReadmePluginListTests(unittest.TestCase):
         self.assertEqual(sorted(stock - set(listed)), [])
         for name in stock:
             self.assertTrue(listed[name].split()[0] == name, (name, listed[name]))
+
+
+class QueuePostExampleTests(unittest.TestCase):
+    """The ``queue_post`` example of docs/queue-plugins.md logs the queue id of a real delivery."""
+
+    @defer.inlineCallbacks
+    def test_logs_the_maildir_queue_id(self) -> Any:
+        import qptwisted
+
+        docs = (README.parent / "docs" / "queue-plugins.md").read_text(encoding="utf-8")
+        [block] = [b for b in re.findall(r"```python\n(.*?)```", docs, re.S) if "hook_queue_post" in b]
+        namespace: dict[str, Any] = dict(vars(qptwisted))
+        exec(block, namespace)
+        logged: list[str] = []
+        example = namespace["LogQueueId"]
+        self.patch(example, "log", lambda plugin, level, message: logged.append(message))
+        maildir = Path(self.mktemp()).resolve()
+        engine = make_engine([f"queue/maildir {maildir}", example], clock=reactor)
+        txn = make_transaction(engine, sender="<a@example.org>", recipients=["<b@example.com>"],
+                               message=b"Subject: hi\n\nbody\n")
+        result = yield run_hook(engine, "queue", txn)
+        self.assertEqual(result.code, OK)
+        yield run_hook(engine, "queue_post", txn)
+        [stored] = (maildir / "new").iterdir()
+        self.assertEqual(logged, [f"queued as {stored.name}"])
