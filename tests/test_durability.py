@@ -540,25 +540,24 @@ class StorageErrorTests(E2EBase):
             (cwd / path).mkdir(parents=True)
         return Daemon(self, cwd, config, preexec_fn=limit_file_size)
 
-    def test_disk_full_while_spooling(self) -> None:
-        server = self.full_disk_server(1024)  # the body goes to a spool file, which cannot grow enough
-        reply = self.attempt(server, "too-big-to-spool", body=body_of(BIG_BODY, "too-big-to-spool"))
-        self.assertRefused(reply, b"4.3.1", b"Insufficient system storage", server)
-        self.assertLogged(server, SPOOL_FAILED, "File too large")
-        reply = self.attempt(server, "small-after-full-spool")
+    def check_full_disk(self, size_threshold: int, token: str, status: bytes, text: bytes, log: str) -> None:
+        """A body that cannot be written gets 452 and a log line; the next message is accepted."""
+        server = self.full_disk_server(size_threshold)
+        reply = self.attempt(server, token, body=body_of(BIG_BODY, token))
+        self.assertRefused(reply, status, text, server)
+        self.assertLogged(server, log, "File too large")
+        reply = self.attempt(server, f"small-after-{token}")
         self.assertEqual(reply[0], 250, reply)
         self.assertIsNone(server.process.poll())
-        self.assertOnlyDelivered(server, ["small-after-full-spool"])
+        self.assertOnlyDelivered(server, [f"small-after-{token}"])
+
+    def test_disk_full_while_spooling(self) -> None:
+        # a small threshold: the body goes to a spool file, which cannot grow enough
+        self.check_full_disk(1024, "too-big-to-spool", b"4.3.1", b"Insufficient system storage", SPOOL_FAILED)
 
     def test_disk_full_while_queuing(self) -> None:
-        server = self.full_disk_server(4 << 20)  # the body stays in memory; the Maildir file cannot grow
-        reply = self.attempt(server, "too-big-to-queue", body=body_of(BIG_BODY, "too-big-to-queue"))
-        self.assertRefused(reply, b"4.3.0", b"Queue error", server)
-        self.assertLogged(server, QUEUE_FAILED, "File too large")
-        reply = self.attempt(server, "small-after-full-queue")
-        self.assertEqual(reply[0], 250, reply)
-        self.assertIsNone(server.process.poll())
-        self.assertOnlyDelivered(server, ["small-after-full-queue"])
+        # the body stays in memory; the Maildir file cannot grow enough
+        self.check_full_disk(4 << 20, "too-big-to-queue", b"4.3.0", b"Queue error", QUEUE_FAILED)
 
     def test_permission_denied_while_spooling_and_queuing(self) -> None:
         cwd = self.workdir()

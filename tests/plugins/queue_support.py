@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -447,3 +448,36 @@ def shared_postgresql() -> PostgreSQL:
     pg = _shared["pg"]
     assert isinstance(pg, PostgreSQL)
     return pg
+
+
+_STAND_IN_PROLOGUE = """#!{python}
+import json, os, sys, time
+out = {out!r}
+behaviour = open(out + "/behaviour").read().strip()
+if behaviour == "hang":
+    time.sleep(3600)
+"""
+
+
+class StandInCase(unittest.TestCase):
+    """Tests of a queue plugin that runs a program, with a stand-in program written by the test.
+
+    :attr:`script` (Python) runs after a prologue that sets ``out`` (the
+    test's directory) and ``behaviour`` (what :meth:`behave` wrote; ``hang``
+    sleeps instead); the program is ``self.program``.
+    """
+
+    program_name = "program"
+    script = ""
+
+    def setUp(self) -> None:
+        self.dir = Path(self.mktemp())
+        self.dir.mkdir(parents=True)
+        self.program = self.dir / self.program_name
+        prologue = _STAND_IN_PROLOGUE.format(python=sys.executable, out=str(self.dir))
+        self.program.write_text(prologue + self.script)
+        self.program.chmod(0o755)
+
+    def behave(self, behaviour: str) -> None:
+        """What the program does next: an exit code (and output), or ``hang``."""
+        (self.dir / "behaviour").write_text(behaviour)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +14,13 @@ from twisted.trial import unittest
 
 from qptwisted import DENY, DENYSOFT, OK
 from qptwisted.testing import make_engine, make_transaction, run_hook
+from tests.plugins.queue_support import StandInCase
 
 MESSAGE = b"From: a@example.org\nSubject: bsmtp\nMessage-Id: <e-1@example.org>\n\nbody\n.dot line\n..two\nend"
 
-STAND_IN = """#!{python}
-import sys, time
-out = {out!r}
-batch = sys.stdin.buffer.read()
-behaviour = open(out + "/behaviour").read().strip()
-if behaviour == "hang":
-    time.sleep(3600)
+STAND_IN = """
 open(out + "/argv", "w").write(" ".join(sys.argv[1:]))
-open(out + "/batch", "wb").write(batch)
+open(out + "/batch", "wb").write(sys.stdin.buffer.read())
 code, _, reply = behaviour.partition(" ")
 if reply:
     print(reply)
@@ -41,18 +35,14 @@ def queue(line: str, sender: str = "<a@example.org>", clock: Any = None) -> defe
     return run_hook(engine, "queue", txn)
 
 
-class StandInTests(unittest.TestCase):
+class StandInTests(StandInCase):
     """The batch and the exit-code mapping, with a program written by the test."""
 
-    def setUp(self) -> None:
-        self.dir = Path(self.mktemp())
-        self.dir.mkdir(parents=True)
-        self.program = self.dir / "exim"
-        self.program.write_text(STAND_IN.format(python=sys.executable, out=str(self.dir)))
-        self.program.chmod(0o755)
+    program_name = "exim"
+    script = STAND_IN
 
     def run_with(self, behaviour: str, **kwargs: Any) -> defer.Deferred[Any]:
-        (self.dir / "behaviour").write_text(behaviour)
+        self.behave(behaviour)
         return queue(f"queue/exim-bsmtp {self.program} timeout=20", **kwargs)
 
     @defer.inlineCallbacks

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
-from twisted.trial import unittest
 
 from qptwisted import DENY, DENYSOFT, OK
 from qptwisted.testing import make_engine, make_transaction, run_hook
+from tests.plugins.queue_support import StandInCase
 
-STAND_IN = """#!{python}
-import os, sys, time
-out = {out!r}
+STAND_IN = """
 message = os.read(0, 1 << 20)
 while True:
     more = os.read(0, 1 << 20)
@@ -28,9 +24,6 @@ while True:
     if not more:
         break
     envelope += more
-behaviour = open(out + "/behaviour").read().strip()
-if behaviour == "hang":
-    time.sleep(3600)
 code = int(behaviour)
 if code == 0:
     with open(out + "/message", "wb") as handle:
@@ -45,16 +38,12 @@ sys.exit(code)
 MESSAGE = b"From: a@example.org\nSubject: qmail\nMessage-Id: <q-1@example.org>\n\nbody\n.dot line\n"
 
 
-class QmailQueueTests(unittest.TestCase):
-    def setUp(self) -> None:
-        self.dir = Path(self.mktemp())
-        self.dir.mkdir(parents=True)
-        self.program = self.dir / "qmail-queue"
-        self.program.write_text(STAND_IN.format(python=sys.executable, out=str(self.dir)))
-        self.program.chmod(0o755)
+class QmailQueueTests(StandInCase):
+    program_name = "qmail-queue"
+    script = STAND_IN
 
     def queue(self, behaviour: str, clock: Any = None) -> defer.Deferred[Any]:
-        (self.dir / "behaviour").write_text(behaviour)
+        self.behave(behaviour)
         engine = make_engine([f"queue/qmail-queue {self.program} timeout=20"],
                              clock=clock if clock is not None else reactor)
         txn = make_transaction(engine, sender="<a@example.org>",

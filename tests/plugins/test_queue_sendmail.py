@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, reactor
@@ -14,18 +12,13 @@ from twisted.trial import unittest
 from qptwisted import DENY, DENYSOFT, OK
 from qptwisted.config import ConfigError
 from qptwisted.testing import make_engine, make_transaction, run_hook
-from tests.plugins.queue_support import header_of, shared_postfix, wait_for
+from tests.plugins.queue_support import StandInCase, header_of, shared_postfix, wait_for
 
 MESSAGE = b"From: a@example.org\nSubject: sendmail\nMessage-Id: <s-1@example.org>\n\nbody\n.dot line\n"
 
-STAND_IN = """#!{python}
-import json, sys, time
-out = {out!r}
+STAND_IN = """
 message = sys.stdin.buffer.read()
-behaviour = open(out + "/behaviour").read().strip()
-if behaviour == "hang":
-    time.sleep(3600)
-json.dump({{"argv": sys.argv[1:], "message": message.decode()}}, open(out + "/call.json", "w"))
+json.dump({"argv": sys.argv[1:], "message": message.decode()}, open(out + "/call.json", "w"))
 print("stand-in output", file=sys.stderr)
 sys.exit(int(behaviour))
 """
@@ -64,18 +57,14 @@ class RealPostfixTests(unittest.TestCase):
         self.assertEqual(header_of(message, "Return-Path"), ["<>"])
 
 
-class StandInTests(unittest.TestCase):
+class StandInTests(StandInCase):
     """Arguments, exit codes and the timeout, with a program written by the test."""
 
-    def setUp(self) -> None:
-        self.dir = Path(self.mktemp())
-        self.dir.mkdir(parents=True)
-        self.program = self.dir / "sendmail"
-        self.program.write_text(STAND_IN.format(python=sys.executable, out=str(self.dir)))
-        self.program.chmod(0o755)
+    program_name = "sendmail"
+    script = STAND_IN
 
     def run_with(self, behaviour: str, options: str = "", **kwargs: Any) -> defer.Deferred[Any]:
-        (self.dir / "behaviour").write_text(behaviour)
+        self.behave(behaviour)
         return queue(f"queue/sendmail {self.program} {options}", **kwargs)
 
     def call(self) -> dict[str, Any]:
