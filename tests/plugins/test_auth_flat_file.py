@@ -1,10 +1,11 @@
-"""auth/flat_file: clear and bcrypt secrets, CRAM-MD5 only with clear secrets."""
+"""auth/flat_file: clear, bcrypt and argon2 secrets, CRAM-MD5 only with clear secrets."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import bcrypt
+from argon2 import PasswordHasher
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial import unittest
@@ -14,7 +15,8 @@ from qptwisted.sasl import cram_md5_digest
 from qptwisted.testing import make_engine, make_transaction, run_hook
 
 HASHED = bcrypt.hashpw(b"hashed-pw", bcrypt.gensalt(rounds=4)).decode()
-ENTRIES = ["clear@example.com:clear-pw", f"hashed@example.com:{HASHED}"]
+ARGON2 = PasswordHasher(time_cost=1, memory_cost=1024).hash("argon-pw")
+ENTRIES = ["clear@example.com:clear-pw", f"hashed@example.com:{HASHED}", f"argon@example.com:{ARGON2}"]
 TICKET = "<123.456@mx.test>"
 
 
@@ -42,6 +44,12 @@ class FlatFileTests(unittest.TestCase):
     def test_bcrypt_secret(self) -> Any:
         self.assertEqual((yield self.check("plain", "hashed@example.com", "hashed-pw")).code, OK)
         self.assertEqual((yield self.check("login", "hashed@example.com", "nope")).code, DENY)
+
+    @inlineCallbacks
+    def test_argon2_secret(self) -> Any:
+        self.assertTrue(ARGON2.startswith("$argon2id$"))
+        self.assertEqual((yield self.check("plain", "argon@example.com", "argon-pw")).code, OK)
+        self.assertEqual((yield self.check("login", "argon@example.com", "nope")).code, DENY)
 
     @inlineCallbacks
     def test_unknown_user(self) -> Any:
