@@ -100,7 +100,7 @@ class QPSMTPDService(service.MultiService):
         super().privilegedStartService()
 
     def startService(self) -> None:
-        """Start listening (the preparation done first when embedded without the privileged step)."""
+        """Start listening; prepares first when :meth:`privilegedStartService` was not called (embedding)."""
         self._prepare()
         super().startService()
 

@@ -8,12 +8,15 @@ import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
 
+#: spool file names are ``PREFIX.<pid>.<random>``: ours to remove even in a shared directory such as /tmp
+PREFIX = "qptmsg"
+
 
 class MessageSpool:
     """An append-only byte store for one message body.
 
     Bytes stay in memory until ``threshold`` is passed, then everything moves
-    to a mode-0600 file ``msg.<pid>.<random>`` in ``directory``. The file is
+    to a mode-0600 file ``qptmsg.<pid>.<random>`` in ``directory``. The file is
     removed by :meth:`close` (the transaction calls it when it ends), so
     nothing half-written stays; the files of a process that died without
     closing them are removed by :func:`remove_orphans` at the next start.
@@ -43,7 +46,7 @@ class MessageSpool:
         """Force the body into a file and return its name."""
         if self._file is None:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            fd, self.filename = tempfile.mkstemp(prefix=f"msg.{os.getpid()}.", dir=self.directory)
+            fd, self.filename = tempfile.mkstemp(prefix=f"{PREFIX}.{os.getpid()}.", dir=self.directory)
             self._file = os.fdopen(fd, "w+b")
             self._file.writelines(self._chunks)
             self._chunks = []
@@ -94,7 +97,7 @@ class MessageSpool:
 def remove_orphans(directory: str) -> list[str]:
     """Delete the spool files of processes that are gone (a crash, SIGKILL); return their paths.
 
-    Only ``msg.<pid>.*`` files whose process no longer runs are touched, so
+    Only ``qptmsg.<pid>.*`` files whose process no longer runs are touched, so
     other workers and other servers sharing ``directory`` keep theirs.
     """
     removed: list[str] = []
@@ -105,7 +108,7 @@ def remove_orphans(directory: str) -> list[str]:
     for name in names:
         prefix, _, rest = name.partition(".")
         pid = rest.partition(".")[0]
-        if prefix != "msg" or not pid.isdigit() or int(pid) == os.getpid() or _running(int(pid)):
+        if prefix != PREFIX or not pid.isdigit() or int(pid) == os.getpid() or _running(int(pid)):
             continue
         path = os.path.join(directory, name)
         try:

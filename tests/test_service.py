@@ -16,7 +16,7 @@ class PrivilegedStartTests(unittest.TestCase):
     def setUp(self) -> None:
         self.spool = Path(self.mktemp())
         self.spool.mkdir()
-        self.orphan = self.spool / f"msg.{dead_pid()}.body"
+        self.orphan = self.spool / f"qptmsg.{dead_pid()}.body"
         self.orphan.write_bytes(b"partial body")
         config = write_config(self.mktemp(), {"plugins": ["rcpt_ok", "queue/discard"],
                                               "spool_dir": str(self.spool)})

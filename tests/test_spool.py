@@ -25,7 +25,7 @@ class SpoolFileTests(unittest.TestCase):
         spool.write(b"hello, ")
         spool.write(b"world\n")
         assert spool.filename is not None
-        self.assertTrue(os.path.basename(spool.filename).startswith(f"msg.{os.getpid()}."))
+        self.assertTrue(os.path.basename(spool.filename).startswith(f"qptmsg.{os.getpid()}."))
         self.assertEqual(spool.getvalue(), b"hello, world\n")
         spool.close()
         self.assertEqual(list(directory.iterdir()), [])
@@ -35,9 +35,10 @@ class OrphanTests(unittest.TestCase):
     def setUp(self) -> None:
         self.directory = Path(self.mktemp())
         self.directory.mkdir()
-        self.dead = self.directory / f"msg.{dead_pid()}.abc"
-        self.keep = [self.directory / f"msg.{os.getpid()}.mine", self.directory / "msg.1.init",
-                     self.directory / "msg.noPid", self.directory / "other.file"]
+        self.dead = self.directory / f"qptmsg.{dead_pid()}.abc"
+        names = [f"qptmsg.{os.getpid()}.mine", "qptmsg.1.init", "qptmsg.noPid",
+                 f"msg.{dead_pid()}.another-program", "other.file"]
+        self.keep = [self.directory / name for name in names]
         for path in [self.dead, *self.keep]:
             path.write_bytes(b"partial body")
 
