@@ -23,7 +23,7 @@ class DKIMVerifyTests(unittest.TestCase):
     @defer.inlineCallbacks
     def verify(self, message: bytes, line: str = "dkim") -> Any:
         engine = make_engine([line], config=self.dns.config(timeout=0.5), clock=reactor)
-        txn = make_transaction(engine, make_connection("192.0.2.1"), sender="<alice@example.org>",
+        txn = make_transaction(engine, make_connection(remote_ip="192.0.2.1"), sender="<alice@example.org>",
                                message=message)
         yield run_hook(engine, "data_post_headers", txn)
         post = yield run_hook(engine, "data_post", txn)
@@ -79,7 +79,7 @@ class DKIMSignTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_signed_for_relay_clients_and_verifies_with_dkimpy(self) -> Any:
         engine = self.engine("dkim canonicalization relaxed/simple headers from:to:subject:date")
-        txn = make_transaction(engine, make_connection("192.0.2.1", relay_client=True),
+        txn = make_transaction(engine, make_connection(relay_client=True),
                                sender="<alice@example.org>", message=MESSAGE)
         yield run_hook(engine, "data_post_headers", txn)
         self.assertIn("DKIM-Signature", txn.header)
@@ -100,11 +100,11 @@ class DKIMSignTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_authenticated_user_signed_unknown_domain_not(self) -> Any:
         engine = self.engine()
-        txn = make_transaction(engine, make_connection("192.0.2.1", auth_user="alice"), message=MESSAGE)
+        txn = make_transaction(engine, make_connection(auth_user="alice"), message=MESSAGE)
         yield run_hook(engine, "data_post_headers", txn)
         self.assertIn("DKIM-Signature", txn.header)
         other = MESSAGE.replace(b"alice@example.org", b"alice@elsewhere.example")
-        txn = make_transaction(engine, make_connection("192.0.2.1", relay_client=True), message=other)
+        txn = make_transaction(engine, make_connection(relay_client=True), message=other)
         yield run_hook(engine, "data_post_headers", txn)
         self.assertNotIn("DKIM-Signature", txn.header)
         self.assertEqual(txn.auth_results, [])

@@ -85,7 +85,7 @@ class DNSBLTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_reject_at_connect_and_reject_type(self) -> Any:
         engine = self.engine("dnsbl reject connect reject_type temp")
-        txn = make_transaction(engine, make_connection("127.0.0.2"))
+        txn = make_transaction(engine, make_connection(remote_ip="127.0.0.2"))
         result = yield run_hook(engine, "connect", txn)
         self.assertEqual(result.code, DENYSOFT)
 
@@ -105,7 +105,7 @@ class DNSBLTests(unittest.TestCase):
         _, rcpt, _ = yield self.dialogue(self.engine(dnsbl_allow="127.0.0."), "127.0.0.2")
         self.assertEqual(rcpt.code, DECLINED)
         engine = self.engine()
-        txn = make_transaction(engine, make_connection("127.0.0.2", relay_client=True))
+        txn = make_transaction(engine, make_connection(remote_ip="127.0.0.2", relay_client=True))
         yield run_hook(engine, "connect", txn)
         self.assertEqual((yield run_hook(engine, "rcpt", txn, Address.parse("<b@x.test>"))).code, DECLINED)
         self.assertEqual(self.dns.queries, [])
@@ -113,14 +113,14 @@ class DNSBLTests(unittest.TestCase):
     def test_rblsmtpd(self) -> None:
         engine = self.engine()
         self.patch(os, "environ", {"RBLSMTPD": "-You are blocked"})
-        txn = make_transaction(engine, make_connection("127.0.0.9"))
+        txn = make_transaction(engine, make_connection(remote_ip="127.0.0.9"))
         result = self.successResultOf(run_hook(engine, "connect", txn))
         self.assertEqual((result.code, result.message), (DENY, "You are blocked"))
         self.patch(os, "environ", {"RBLSMTPD": "try later"})
         result = self.successResultOf(run_hook(engine, "connect", txn))
         self.assertEqual((result.code, result.message), (DENYSOFT, "try later"))
         self.patch(os, "environ", {"RBLSMTPD": ""})
-        txn = make_transaction(engine, make_connection("127.0.0.2"))
+        txn = make_transaction(engine, make_connection(remote_ip="127.0.0.2"))
         self.assertEqual(self.successResultOf(run_hook(engine, "connect", txn)).code, DECLINED)
         self.assertEqual(txn.connection.notes["whitelisthost"], "RBLSMTPD")
         self.assertEqual(self.dns.queries, [])

@@ -37,38 +37,38 @@ class FCrDNSTests(unittest.TestCase):
         self.dns.drop("13.2.0.192.in-addr.arpa")
         self.dns.servfail("14.2.0.192.in-addr.arpa")
 
-    def connect(self, ip: str, line: str = "fcrdns") -> Any:
+    def resolve_client(self, ip: str, line: str = "fcrdns") -> Any:
         engine = make_engine([line], config=self.dns.config(timeout=0.3))
         txn = make_transaction(engine, make_connection(ip))
         return run_hook(engine, "connect", txn).addCallback(lambda r: (r, txn.connection))
 
     @defer.inlineCallbacks
     def test_pass_ipv4_and_ipv6(self) -> Any:
-        result, connection = yield self.connect("192.0.2.10")
+        result, connection = yield self.resolve_client("192.0.2.10")
         self.assertEqual(result.code, DECLINED)
         self.assertEqual(connection.auth_results, ["iprev=pass policy.iprev=192.0.2.10 (mail.example.org)"])
         self.assertEqual(connection.remote_host, "mail.example.org")
-        _, connection = yield self.connect("2001:db8::10")
+        _, connection = yield self.resolve_client("2001:db8::10")
         self.assertEqual(connection.notes["fcrdns"], ["v6.example.org"])
 
     @defer.inlineCallbacks
     def test_fail_no_ptr_not_confirmed_not_fqdn(self) -> Any:
         for ip in ("192.0.2.9", "192.0.2.11", "192.0.2.12"):
-            result, connection = yield self.connect(ip)
+            result, connection = yield self.resolve_client(ip)
             self.assertEqual(result.code, DECLINED)
             self.assertEqual(connection.auth_results, [f"iprev=fail policy.iprev={ip}"])
-        result, _ = yield self.connect("192.0.2.11", "fcrdns reject 1 reject_type perm")
+        result, _ = yield self.resolve_client("192.0.2.11", "fcrdns reject 1 reject_type perm")
         self.assertEqual(result.code, DENY)
 
     @defer.inlineCallbacks
     def test_timeout_and_servfail_are_temperror(self) -> Any:
         for ip in ("192.0.2.13", "192.0.2.14"):
-            result, connection = yield self.connect(ip, "fcrdns reject 1 reject_type perm")
+            result, connection = yield self.resolve_client(ip, "fcrdns reject 1 reject_type perm")
             self.assertEqual(result.code, DENYSOFT)
             self.assertEqual(connection.auth_results, [f"iprev=temperror policy.iprev={ip}"])
 
     @defer.inlineCallbacks
     def test_loopback_and_relay_clients_skip_lookups(self) -> Any:
-        result, _ = yield self.connect("127.0.0.1", "fcrdns reject 1")
+        result, _ = yield self.resolve_client("127.0.0.1", "fcrdns reject 1")
         self.assertEqual(result.code, DECLINED)
         self.assertEqual(self.dns.queries, [])

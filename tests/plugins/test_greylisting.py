@@ -46,7 +46,7 @@ class GreylistingMixin:
         return run_hook(engine, "mail", txn, txn.sender)
 
     def rcpt(self, engine: Any, rcpt: str, sender: str = "<a@example.org>") -> Any:
-        txn = make_transaction(engine, make_connection("192.0.2.1"), sender=sender)
+        txn = make_transaction(engine, make_connection(remote_ip="192.0.2.1"), sender=sender)
         return run_hook(engine, "rcpt", txn, Address.parse(rcpt))
 
     @defer.inlineCallbacks
@@ -82,7 +82,8 @@ class GreylistingMixin:
         engine = self.engine()
         self.assertEqual((yield self.mail(engine, ip="198.51.100.1", relay_client=True)).code, DECLINED)
         self.assertEqual((yield self.mail(engine, ip="198.51.100.1", auth_user="u")).code, DECLINED)
-        txn = make_transaction(engine, make_connection("198.51.100.1", notes={"whitelisthost": "dnswl"}))
+        listed = make_connection(remote_ip="198.51.100.1", notes={"whitelisthost": "dnswl"})
+        txn = make_transaction(engine, listed)
         self.assertEqual((yield run_hook(engine, "mail", txn, Address.parse("<a@b.test>"))).code, DECLINED)
 
     @defer.inlineCallbacks
@@ -98,7 +99,7 @@ class GreylistingMixin:
     @defer.inlineCallbacks
     def test_deny_late_and_reject_zero(self) -> Any:
         engine = self.engine("greylisting deny_late 1")
-        txn = make_transaction(engine, make_connection("192.0.2.1"), sender="<a@example.org>")
+        txn = make_transaction(engine, make_connection(remote_ip="192.0.2.1"), sender="<a@example.org>")
         self.assertEqual((yield run_hook(engine, "mail", txn, txn.sender)).code, DECLINED)
         self.assertEqual((yield run_hook(engine, "data", txn)).code, DENYSOFT)
         engine = self.engine("greylisting reject 0")

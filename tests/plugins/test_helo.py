@@ -21,7 +21,7 @@ class HeloUnitTests(unittest.TestCase):
     def setUp(self) -> None:
         self.engine = make_engine(["helo policy rfc"], {"badhelo": BADHELO})
         self.helo: Any = self.engine.plugins[0]
-        self.txn = make_transaction(self.engine, make_connection("192.0.2.1"))
+        self.txn = make_transaction(self.engine, make_connection(remote_ip="192.0.2.1"))
 
     def test_badhelo(self) -> None:
         self.assertEqual(
@@ -43,7 +43,7 @@ class HeloUnitTests(unittest.TestCase):
         self.assertEqual(
             self.helo.is_forged_literal(self.txn, "[192.0.2.99]")[0], "Forged IPs not accepted here"
         )
-        v6 = make_transaction(self.engine, make_connection("2001:db8::1"))
+        v6 = make_transaction(self.engine, make_connection(remote_ip="2001:db8::1"))
         self.assertIsNone(self.helo.is_forged_literal(v6, "[IPv6:2001:db8:0::1]"))
         self.assertIsNotNone(self.helo.is_plain_ip(self.txn, "192.0.2.1"))
         self.assertIsNone(self.helo.is_plain_ip(self.txn, "[192.0.2.1]"))

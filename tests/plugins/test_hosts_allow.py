@@ -34,22 +34,22 @@ class HostsAllowTests(unittest.TestCase):
     def test_connection_limit(self) -> None:
         factory = SMTPFactory(engine(["hosts_allow max_conn_ip 2"]))
 
-        def connect(ip: str = "192.0.2.1") -> tuple[Any, StringTransport]:
+        def arrive(ip: str = "192.0.2.1") -> tuple[Any, StringTransport]:
             protocol = factory.buildProtocol(IPv4Address("TCP", ip, 40000))
             transport = StringTransport(peerAddress=IPv4Address("TCP", ip, 40000),
                                         hostAddress=IPv4Address("TCP", "127.0.0.1", 25))
             protocol.makeConnection(transport)
             return protocol, transport
 
-        first, second = connect(), connect()
+        first, second = arrive(), arrive()
         self.assertTrue(first[1].value().startswith(b"220 ") and second[1].value().startswith(b"220 "))
-        third = connect()
+        third = arrive()
         self.assertEqual(third[1].value(),
                          b"451 4.7.1 Sorry, too many connections from 192.0.2.1, try again later\r\n")
-        self.assertTrue(connect("192.0.2.2")[1].value().startswith(b"220 "))
+        self.assertTrue(arrive("192.0.2.2")[1].value().startswith(b"220 "))
         for protocol, _ in (third, first):
             protocol.connectionLost(Failure(ConnectionDone()))
-        self.assertTrue(connect()[1].value().startswith(b"220 "))
+        self.assertTrue(arrive()[1].value().startswith(b"220 "))
 
     def test_limit_from_config_file_and_hook_keyword(self) -> None:
         eng = make_engine(["hosts_allow"], {"max_conn_ip": "1"})

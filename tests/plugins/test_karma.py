@@ -61,7 +61,7 @@ class KarmaMixin:
     def test_nice_clients_build_history(self) -> Any:
         engine = self.engine()
         for _ in range(3):
-            txn = make_transaction(engine, make_connection("192.0.2.5"))
+            txn = make_transaction(engine, make_connection(remote_ip="192.0.2.5"))
             yield run_hook(engine, "connect", txn)
             yield run_hook(engine, "queue_post", txn)
             yield run_hook(engine, "disconnect", txn)
@@ -73,7 +73,7 @@ class KarmaMixin:
     @defer.inlineCallbacks
     def test_naughty_note_counts_and_reject_zero_only_logs(self) -> Any:
         engine = self.engine("karma strikes 1 reject 0")
-        txn = make_transaction(engine, make_connection("192.0.2.9", notes={"naughty": "bad"}))
+        txn = make_transaction(engine, make_connection(remote_ip="192.0.2.9", notes={"naughty": "bad"}))
         yield run_hook(engine, "connect", txn)
         yield run_hook(engine, "disconnect", txn)
         (result, txn) = yield self.visit(engine, ip="192.0.2.9")

@@ -17,7 +17,7 @@ class RcptOkHookTests(unittest.TestCase):
         self.engine = make_engine(["rcpt_ok"], config=CONFIG)
 
     def rcpt(self, address: str, **connection: Any) -> tuple[Code, str | None]:
-        transaction = make_transaction(self.engine, make_connection("192.0.2.1", **connection),
+        transaction = make_transaction(self.engine, make_connection(remote_ip="192.0.2.1", **connection),
                                        sender="<a@example.org>")
         result = self.successResultOf(run_hook(self.engine, "rcpt", transaction,
                                                Address.parse(address, allow_postmaster=True)))

@@ -30,7 +30,7 @@ class ResolvableFromhostTests(unittest.TestCase):
 
     def mail(self, sender: str, line: str = "resolvable_fromhost", **fields: Any) -> Any:
         engine = make_engine([line], config=self.dns.config(timeout=0.3))
-        txn = make_transaction(engine, make_connection("192.0.2.1", **fields))
+        txn = make_transaction(engine, make_connection(remote_ip="192.0.2.1", **fields))
         return run_hook(engine, "mail", txn, Address.parse(sender)).addCallback(lambda r: (r, txn))
 
     @defer.inlineCallbacks

@@ -26,7 +26,7 @@ class RHSBLTests(unittest.TestCase):
     def mail(self, sender: str, line: str = "rhsbl", zones: tuple[str, ...] = ("rhs.test",),
              helo: str = "client.test", **fields: Any) -> Any:
         engine = make_engine([line], config={**self.dns.config(timeout=0.3), "rhsbl_zones": list(zones)})
-        txn = make_transaction(engine, make_connection("192.0.2.1", hello_host=helo, **fields))
+        txn = make_transaction(engine, make_connection(remote_ip="192.0.2.1", hello_host=helo, **fields))
         return run_hook(engine, "mail", txn, Address.parse(sender)).addCallback(lambda r: (r, txn))
 
     @defer.inlineCallbacks

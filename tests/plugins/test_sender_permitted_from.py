@@ -83,11 +83,11 @@ class SPFTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_received_spf_header_and_relay_clients(self) -> Any:
         engine = make_engine(["sender_permitted_from"], config=self.dns.config(), clock=reactor)
-        txn2 = make_transaction(engine, make_connection("192.0.2.1", hello_host="helo.test"),
+        txn2 = make_transaction(engine, make_connection(remote_ip="192.0.2.1", hello_host="helo.test"),
                                 message=b"Subject: x\n\nbody\n")
         yield run_hook(engine, "mail", txn2, Address.parse("<a@pass.test>"))
         yield run_hook(engine, "data_post_headers", txn2)
         self.assertTrue(str(txn2.header["Received-SPF"]).startswith("Pass ("))
-        relay = make_transaction(engine, make_connection("192.0.2.9", relay_client=True))
+        relay = make_transaction(engine, make_connection(remote_ip="192.0.2.9", relay_client=True))
         yield run_hook(engine, "mail", relay, Address.parse("<a@fail.test>"))
         self.assertNotIn("spfquery", relay.notes)
