@@ -21,7 +21,8 @@ class PrivilegedStartTests(unittest.TestCase):
         config = write_config(self.mktemp(), {"plugins": ["rcpt_ok", "queue/discard"],
                                               "spool_dir": str(self.spool)})
         self.server = QPSMTPDService(str(config))
-        self.addCleanup(signal.signal, signal.SIGHUP, signal.getsignal(signal.SIGHUP))
+        self.before = signal.getsignal(signal.SIGHUP)
+        self.addCleanup(signal.signal, signal.SIGHUP, self.before)
 
     def test_before_the_ports_are_bound(self) -> None:
         # twistd binds the listening ports in privilegedStartService, before startService
@@ -31,7 +32,7 @@ class PrivilegedStartTests(unittest.TestCase):
         self.assertNotIn(signal.getsignal(signal.SIGHUP), (signal.SIG_DFL, signal.SIG_IGN, None))
         self.server.startService()
         self.server.stopService()
-        self.assertEqual(signal.getsignal(signal.SIGHUP), signal.SIG_DFL)
+        self.assertEqual(signal.getsignal(signal.SIGHUP), self.before)
 
     def test_embedded_start_without_the_privileged_step(self) -> None:
         self.server.startService()

@@ -53,8 +53,8 @@ class _ProgramProcess(protocol.ProcessProtocol):
             self.output += data
 
     def processEnded(self, reason: Failure) -> None:
-        code = getattr(reason.value, "exitCode", None)
-        self.done.callback(0 if reason.check(error.ProcessDone) else code)
+        # ProcessDone carries 0, ProcessTerminated the code, or None when a signal killed it
+        self.done.callback(getattr(reason.value, "exitCode", None))
 
 
 class ProgramQueue(Plugin):
@@ -101,13 +101,24 @@ class ProgramQueue(Plugin):
         """What to write to which descriptor of the program, in order."""
         return {0: transaction.iter_message()}
 
+    def meaning(self, result: ProgramResult) -> str:
+        """What a failed run means, for the log and the reply."""
+        return "killed" if result.code is None else self.exit_codes.get(result.code, "unknown error")
+
+    def is_permanent(self, result: ProgramResult) -> bool:
+        """Whether a failed run refuses the message for good (552) rather than for now (452)."""
+        return result.code in self.permanent
+
     def answer(self, transaction: Transaction, result: ProgramResult) -> tuple[Any, str]:
-        """0 is 250; a code in :attr:`permanent` is 552; anything else (or a kill) is 452."""
+        """0 is 250; a permanent failure is 552; anything else (a kill, the timeout) is 452."""
+        said = f": {result.output}" if result.output else ""
         if result.code == 0:
-            return self.queued(transaction, result)
-        reason = "killed" if result.code is None else self.exit_codes.get(result.code, "unknown error")
-        self.log(LOGERROR, self.describe(result, reason))
-        if result.code in self.permanent:
+            self.log(LOGINFO, f"{self.path} queued the message{said}")
+            return OK, f"Queued! {transaction.message_id or ''}".rstrip()
+        reason = self.meaning(result)
+        how = "was killed" if result.code is None else f"exited with {result.code}"
+        self.log(LOGERROR, f"{self.path} {how} ({reason}){said}")
+        if self.is_permanent(result):
             return DENY, f"Message refused by {self.refuser}: {reason} (#5.3.0)"
         return DENYSOFT, f"Queue error: {reason}, try again later (#4.3.0)"
 
@@ -147,16 +158,6 @@ class ProgramQueue(Plugin):
             if timer.active():
                 timer.cancel()
         return ProgramResult(code, process.output.decode("utf-8", "replace").strip())
-
-    def queued(self, transaction: Transaction, result: ProgramResult) -> tuple[Any, str]:
-        """The answer when the program took the message: logged, ``250 Queued! <Message-Id>``."""
-        self.log(LOGINFO, f"{self.path} queued the message" + (f": {result.output}" if result.output else ""))
-        return OK, f"Queued! {transaction.message_id or ''}".rstrip()
-
-    def describe(self, result: ProgramResult, meaning: str) -> str:
-        """A log line: the program, how it ended, what that means and what it said."""
-        how = "was killed" if result.code is None else f"exited with {result.code}"
-        return f"{self.path} {how} ({meaning})" + (f": {result.output}" if result.output else "")
 
 
 def _kill(transport: Any) -> None:

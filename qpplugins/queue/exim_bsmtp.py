@@ -8,13 +8,13 @@ Exim reads ``MAIL FROM``, one ``RCPT TO`` per recipient, ``DATA``, the
 dot-stuffed message and ``QUIT`` on its standard input, started with
 :meth:`reactor.spawnProcess` so the reactor never waits on it. Exim exits
 0 once the message is in its spool, and only then is ``250 Queued!`` sent.
-On an error Exim exits non-zero (1 also when the message was taken before
-a later error, which cannot be told from a failed start, so it is
-answered 452: a possible duplicate rather than a possible loss) and prints an SMTP reply (for example
+On an error Exim exits non-zero and prints an SMTP reply (for example
 ``554 Unexpected end of file``): a 5xx reply is permanent (552), anything
-else — a 4xx, no reply, a crash, the timeout — is temporary (452). The
-calling user must be one Exim trusts (root or Exim's own user) for the
-envelope sender to be kept.
+else — a 4xx, no reply, a crash, the timeout — is temporary (452). Exit
+code 1 also means "accepted before a later error", which cannot be told
+from a failed start, so it is 452 too: a possible duplicate rather than a
+possible loss. The calling user must be one Exim trusts (root or Exim's
+own user) for the envelope sender to be kept.
 
 config/plugins::
 
@@ -27,14 +27,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any
 
-from qptwisted import DENY, DENYSOFT, LOGERROR, Transaction
+from qptwisted import Transaction
 from qptwisted.smtpclient import smtp_data
 
 from ._program import ProgramQueue, ProgramResult
 
-_REPLY = re.compile(r"^([245])\d\d[ -]", re.MULTILINE)
+_REPLY = re.compile(r"^[245]\d\d[ -].*$", re.MULTILINE)
 
 
 def bsmtp(transaction: Transaction) -> Iterator[bytes]:
@@ -52,6 +51,7 @@ class EximBSMTP(ProgramQueue):
 
     name = "queue/exim-bsmtp"
     default_path = "/usr/sbin/exim4"
+    refuser = "the local MTA"
 
     def default_program(self) -> str:
         """Debian's ``exim4``, else ``exim``."""
@@ -63,12 +63,12 @@ class EximBSMTP(ProgramQueue):
     def inputs(self, transaction: Transaction) -> dict[int, Iterable[bytes]]:
         return {0: bsmtp(transaction)}
 
-    def answer(self, transaction: Transaction, result: ProgramResult) -> tuple[Any, str]:
-        """0 is 250; a 5xx reply is 552; anything else is 452 (a duplicate rather than a loss)."""
-        if result.code == 0:
-            return self.queued(transaction, result)
+    def meaning(self, result: ProgramResult) -> str:
+        """The SMTP reply Exim printed, if any."""
         reply = _REPLY.search(result.output)
-        self.log(LOGERROR, self.describe(result, "refused" if reply else "failed"))
-        if reply is not None and reply.group(1) == "5":
-            return DENY, "Message refused by the local MTA (#5.3.0)"
-        return DENYSOFT, "Queue error, try again later (#4.3.0)"
+        return reply.group(0) if reply else super().meaning(result)
+
+    def is_permanent(self, result: ProgramResult) -> bool:
+        """A 5xx reply."""
+        reply = _REPLY.search(result.output)
+        return reply is not None and reply.group(0).startswith("5")
