@@ -12,7 +12,7 @@ badmailfrom list``. The null sender, senders without user or host, and
 immune clients (relay clients, whitelisted hosts/senders) are skipped.
 
 Arguments: ``reject 0|1|naughty``, ``reject_type``, ``loglevel`` (see
-:mod:`qptwisted.policy`). Patterns use Python's ``re`` syntax, which agrees
+:mod:`qptwisted.lib.policy`). Patterns use Python's ``re`` syntax, which agrees
 with Perl's for the usual cases; an invalid pattern is a start-up error
 instead of a silent non-match.
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 
 from qptwisted import DECLINED, LOGDEBUG, LOGINFO, LOGWARN, Address, HookAnswer, Transaction
-from qptwisted.policy import PolicyPlugin, is_regex
+from qptwisted.lib.policy import PolicyPlugin, is_regex
 
 DEFAULT_REASON = "Your envelope sender is in my badmailfrom list"
 

@@ -16,7 +16,7 @@ config/plugins::
 from __future__ import annotations
 
 from qptwisted import DECLINED, DENY, LOGINFO, Address, HookAnswer, Transaction
-from qptwisted.policy import PolicyPlugin
+from qptwisted.lib.policy import PolicyPlugin
 
 
 class BadMailFromTo(PolicyPlugin):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 from qptwisted import DECLINED, DENY, LOGDEBUG, LOGINFO, Address, HookAnswer, Transaction
-from qptwisted.policy import PolicyPlugin, is_regex
+from qptwisted.lib.policy import PolicyPlugin, is_regex
 
 
 class BadRcptTo(PolicyPlugin):

@@ -15,7 +15,7 @@ config/plugins::
 from __future__ import annotations
 
 from qptwisted import DECLINED, DENY, DENYSOFT, LOGINFO, HookAnswer, Transaction
-from qptwisted.policy import PolicyPlugin
+from qptwisted.lib.policy import PolicyPlugin
 
 ACTIONS = {"deny": DENY, "denysoft": DENYSOFT, "log": DECLINED}
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from qptwisted import DECLINED, LOGINFO, HookAnswer, Transaction
-from qptwisted.policy import PolicyPlugin
+from qptwisted.lib.policy import PolicyPlugin
 
 
 class ConnectionTime(PolicyPlugin):

@@ -53,7 +53,7 @@ import dns.resolver
 from twisted.internet.defer import Deferred
 
 from qptwisted import DECLINED, DENY, LOGINFO, LOGWARN, HookAnswer, Transaction
-from qptwisted.policy import PolicyPlugin
+from qptwisted.lib.policy import PolicyPlugin
 
 #: dkimpy logs at ERROR for every bad signature; the plugin logs results itself
 _QUIET = logging.getLogger("qptwisted.dkim.dkimpy")

@@ -43,8 +43,8 @@ from publicsuffixlist import PublicSuffixList
 from twisted.internet.defer import Deferred
 
 from qptwisted import DECLINED, DENY, LOGINFO, LOGWARN, HookAnswer, Transaction
-from qptwisted.dns import DNSTempError
-from qptwisted.policy import PolicyPlugin
+from qptwisted.lib.dns import DNSTempError
+from qptwisted.lib.policy import PolicyPlugin
 
 _psl: PublicSuffixList | None = None
 

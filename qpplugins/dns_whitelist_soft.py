@@ -31,7 +31,7 @@ from typing import Any
 from twisted.internet import defer
 
 from qptwisted import DECLINED, LOGINFO, LOGWARN, Address, HookAnswer, Transaction
-from qptwisted.policy import PolicyPlugin
+from qptwisted.lib.policy import PolicyPlugin
 
 
 class DNSWhitelistSoft(PolicyPlugin):

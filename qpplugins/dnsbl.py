@@ -66,9 +66,9 @@ from qptwisted import (
     HookAnswer,
     Transaction,
 )
-from qptwisted.dns import DNSTempError
-from qptwisted.ipmatch import IPMatcher
-from qptwisted.policy import PolicyPlugin
+from qptwisted.lib.dns import DNSTempError
+from qptwisted.lib.ipmatch import IPMatcher
+from qptwisted.lib.policy import PolicyPlugin
 
 SPECIAL_RECIPIENTS = frozenset({"postmaster", "abuse", "mailer-daemon", "root"})
 

@@ -39,7 +39,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 
 from qptwisted import DECLINED, LOGINFO, LOGWARN, Address, HookAnswer, Transaction
-from qptwisted.policy import PolicyPlugin
+from qptwisted.lib.policy import PolicyPlugin
 
 MESSAGE = "Connecting host started transmitting before SMTP greeting"
 

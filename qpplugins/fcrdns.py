@@ -34,8 +34,8 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
 from qptwisted import DECLINED, DENYSOFT, LOGINFO, HookAnswer, Transaction
-from qptwisted.dns import DNSTempError
-from qptwisted.policy import PolicyPlugin
+from qptwisted.lib.dns import DNSTempError
+from qptwisted.lib.policy import PolicyPlugin
 
 _FQDN = re.compile(r"^(?=.{4,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$", re.IGNORECASE)
 

@@ -60,9 +60,9 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from qptwisted import DECLINED, DENYSOFT, LOGINFO, LOGWARN, Address, HookAnswer, Transaction
-from qptwisted.ipmatch import IPMatcher
-from qptwisted.policy import PolicyPlugin
-from qptwisted.store import open_store
+from qptwisted.lib.ipmatch import IPMatcher
+from qptwisted.lib.policy import PolicyPlugin
+from qptwisted.lib.store import open_store
 
 DEFAULT_MESSAGE = "This mail is temporarily denied"
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 from email.utils import parsedate_to_datetime
 
 from qptwisted import DECLINED, LOGDEBUG, LOGINFO, HookAnswer, Transaction
-from qptwisted.policy import PolicyPlugin
+from qptwisted.lib.policy import PolicyPlugin
 
 SINGULAR = ("Date", "From", "Sender", "Reply-To", "To", "Cc", "Bcc", "Message-Id",
             "In-Reply-To", "References", "Subject")

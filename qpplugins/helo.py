@@ -46,8 +46,8 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from qptwisted import DECLINED, LOGERROR, LOGINFO, HookAnswer, Transaction
-from qptwisted.dns import DNSTempError
-from qptwisted.policy import PolicyPlugin
+from qptwisted.lib.dns import DNSTempError
+from qptwisted.lib.policy import PolicyPlugin
 
 _BADHELO_REGEX = re.compile(r"[{}\[\]()^$|*+?\\!]")
 _PLAIN_IP = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\Z")

@@ -27,8 +27,8 @@ import ipaddress
 from typing import Any
 
 from qptwisted import DECLINED, DENYSOFT, LOGERROR, LOGINFO, Code, HookAnswer, Transaction
-from qptwisted.ipmatch import IPMatcher
-from qptwisted.policy import PolicyPlugin, return_code
+from qptwisted.lib.ipmatch import IPMatcher
+from qptwisted.lib.policy import PolicyPlugin, return_code
 
 
 class HostsAllow(PolicyPlugin):

@@ -1,7 +1,7 @@
 """karma: remember how each client IP behaved, and keep the worst ones out for a while.
 
 Every connection collects karma in the connection note ``karma``: plugins
-add to it with ``adjust_karma`` (:class:`qptwisted.policy.Policy`), this
+add to it with ``adjust_karma`` (:class:`qptwisted.lib.policy.Policy`), this
 plugin takes one point for every refusal the client earns (``deny`` hook)
 and for being marked naughty, and gives one for every message accepted
 (``queue_post``). When the connection ends its score is added to the IP's
@@ -45,9 +45,9 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from qptwisted import DECLINED, LOGINFO, LOGWARN, HookAnswer, Transaction
-from qptwisted.codes import Code
-from qptwisted.policy import PolicyPlugin
-from qptwisted.store import open_store
+from qptwisted.core.codes import Code
+from qptwisted.lib.policy import PolicyPlugin
+from qptwisted.lib.store import open_store
 
 #: how long history is kept without new connections
 HISTORY_TTL = 365 * 86400

@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable
 
 from qptwisted import DECLINED, DENYSOFT, LOGDEBUG, LOGINFO, HookAnswer, Transaction
-from qptwisted.policy import PolicyPlugin
+from qptwisted.lib.policy import PolicyPlugin
 
 
 class LoadCheck(PolicyPlugin):

@@ -2,7 +2,7 @@
 
 A plugin run with ``reject naughty`` does not refuse the client itself; it
 stores its reply in the connection note ``naughty`` (see
-:mod:`qptwisted.policy`). This plugin refuses such clients at one chosen
+:mod:`qptwisted.lib.policy`). This plugin refuses such clients at one chosen
 phase, with every stored reason, so one place decides when naughty clients
 are turned away and all other plugins (``is_immune``) stop spending work on
 them.
@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from qptwisted import DECLINED, DENY_DISCONNECT, LOGINFO, HookAnswer, Transaction
-from qptwisted.policy import PolicyPlugin
+from qptwisted.lib.policy import PolicyPlugin
 
 PHASES = ("connect", "mail", "rcpt", "data", "data_post", "queue_pre")
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from qptwisted import DECLINED, DENY_DISCONNECT, LOGINFO, HookAnswer, Transaction
-from qptwisted.policy import PolicyPlugin
+from qptwisted.lib.policy import PolicyPlugin
 
 RESET_ON = ("helo", "ehlo", "mail", "rcpt", "data", "vrfy", "help", "unrecognized_command",
             "reset_transaction")

@@ -24,7 +24,7 @@ import os
 from typing import Any
 
 from qptwisted import DECLINED, DENY, LOGERROR, LOGINFO, Address, Code, HookAnswer, Transaction
-from qptwisted.policy import PolicyPlugin, return_code
+from qptwisted.lib.policy import PolicyPlugin, return_code
 
 
 class RcptMap(PolicyPlugin):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 
 from qptwisted import DECLINED, LOGDEBUG, LOGERROR, Address, Code, HookAnswer, Transaction
-from qptwisted.policy import PolicyPlugin, return_code
+from qptwisted.lib.policy import PolicyPlugin, return_code
 
 
 class RcptRegexp(PolicyPlugin):

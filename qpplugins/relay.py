@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 
 from qptwisted import DECLINED, DENY, OK, Address, HookAnswer, Plugin, Transaction
-from qptwisted.ipmatch import IPMatcher
+from qptwisted.lib.ipmatch import IPMatcher
 
 
 class Relay(Plugin):

@@ -37,9 +37,9 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
 from qptwisted import DECLINED, DENYSOFT, LOGINFO, Address, HookAnswer, Transaction
-from qptwisted.dns import DNSTempError
-from qptwisted.ipmatch import IPMatcher
-from qptwisted.policy import PolicyPlugin
+from qptwisted.lib.dns import DNSTempError
+from qptwisted.lib.ipmatch import IPMatcher
+from qptwisted.lib.policy import PolicyPlugin
 
 DEFAULT_INVALID = (
     "0.0.0.0/8", "10.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16",

@@ -39,7 +39,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
 from qptwisted import DECLINED, LOGINFO, LOGNOTICE, LOGWARN, Address, HookAnswer, Transaction
-from qptwisted.policy import PolicyPlugin
+from qptwisted.lib.policy import PolicyPlugin
 
 
 class RHSBL(PolicyPlugin):

@@ -54,7 +54,7 @@ import spf
 from twisted.internet.defer import Deferred
 
 from qptwisted import DECLINED, DENY, DENYSOFT, LOGINFO, LOGWARN, Address, HookAnswer, Transaction
-from qptwisted.policy import PolicyPlugin
+from qptwisted.lib.policy import PolicyPlugin
 
 SPECIAL_RECIPIENTS = frozenset({"postmaster", "abuse"})
 

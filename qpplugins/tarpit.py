@@ -27,7 +27,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
 from qptwisted import DECLINED, LOGINFO, HookAnswer, Transaction
-from qptwisted.policy import PolicyPlugin
+from qptwisted.lib.policy import PolicyPlugin
 
 HOOKS = ("helo", "ehlo", "mail", "rcpt", "data", "data_post", "noop", "vrfy", "help",
          "unrecognized_command")

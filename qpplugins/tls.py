@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from qptwisted import DECLINED, DONE, LOGINFO, ConfigError, HookAnswer, Plugin, Transaction
-from qptwisted.tls import TLSConfigError, load_bundle_files, load_directory, server_options
+from qptwisted.lib.tls import TLSConfigError, load_bundle_files, load_directory, server_options
 
 
 class TLS(Plugin):

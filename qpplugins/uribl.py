@@ -53,7 +53,7 @@ from twisted.internet import defer
 
 from qpplugins.dmarc import organizational_domain
 from qptwisted import DECLINED, DENY, DENYSOFT, LOGINFO, LOGWARN, HookAnswer, Transaction
-from qptwisted.policy import PolicyPlugin
+from qptwisted.lib.policy import PolicyPlugin
 
 ACTIONS = ("deny", "denysoft", "add-header", "log")
 _URI = re.compile(r"""(?:(?:https?|ftp)://|mailto:[^@\s<>"]+@|\bwww\.)([A-Za-z0-9._-]+)""", re.IGNORECASE)

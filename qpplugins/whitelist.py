@@ -26,8 +26,8 @@ from __future__ import annotations
 import os
 
 from qptwisted import DECLINED, LOGINFO, Address, HookAnswer, Transaction
-from qptwisted.ipmatch import IPMatcher
-from qptwisted.policy import PolicyPlugin
+from qptwisted.lib.ipmatch import IPMatcher
+from qptwisted.lib.policy import PolicyPlugin
 
 
 class Whitelist(PolicyPlugin):

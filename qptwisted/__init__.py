@@ -3,10 +3,10 @@
 The public API for plugin authors and embedders is re-exported here.
 """
 
-__version__ = "0.1.0"
+from qptwisted._version import __version__  # noqa: E402
 
-from qptwisted.address import NULL_SENDER, Address, AddressError  # noqa: E402
-from qptwisted.codes import (  # noqa: E402
+from qptwisted.mail.address import NULL_SENDER, Address, AddressError  # noqa: E402
+from qptwisted.core.codes import (  # noqa: E402
     DECLINED,
     DENY,
     DENY_DISCONNECT,
@@ -28,15 +28,15 @@ from qptwisted.codes import (  # noqa: E402
     HookResult,
     LogLevel,
 )
-from qptwisted.config import Config, ConfigError  # noqa: E402
-from qptwisted.connection import Connection, TLSInfo  # noqa: E402
-from qptwisted.engine import Engine  # noqa: E402
-from qptwisted.interfaces import IQPPlugin, IQPPluginFactory  # noqa: E402
-from qptwisted.ipmatch import IPMatcher  # noqa: E402
-from qptwisted.plugin import Plugin  # noqa: E402
-from qptwisted.policy import Policy, PolicyPlugin  # noqa: E402
-from qptwisted.server import QPSMTPDService, SMTPFactory  # noqa: E402
-from qptwisted.transaction import Transaction  # noqa: E402
+from qptwisted.core.config import Config, ConfigError  # noqa: E402
+from qptwisted.mail.connection import Connection, TLSInfo  # noqa: E402
+from qptwisted.core.engine import Engine  # noqa: E402
+from qptwisted.core.interfaces import IQPPlugin, IQPPluginFactory  # noqa: E402
+from qptwisted.lib.ipmatch import IPMatcher  # noqa: E402
+from qptwisted.core.plugin import Plugin  # noqa: E402
+from qptwisted.lib.policy import Policy, PolicyPlugin  # noqa: E402
+from qptwisted.service.server import QPSMTPDService, SMTPFactory  # noqa: E402
+from qptwisted.mail.transaction import Transaction  # noqa: E402
 
 __all__ = [
     "__version__", "Address", "AddressError", "NULL_SENDER", "Code", "HookAnswer", "HookResult", "LogLevel",
@@ -46,3 +46,7 @@ __all__ = [
     "IQPPluginFactory", "IPMatcher", "Plugin", "Policy", "PolicyPlugin", "QPSMTPDService", "SMTPFactory",
     "Transaction",
 ]
+
+from qptwisted import _compat  # noqa: E402
+
+_compat.install()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
-from qptwisted.address import NULL_SENDER, Address, AddressError, parse_params, split_path
+from qptwisted.mail.address import NULL_SENDER, Address, AddressError, parse_params, split_path
 
 
 class ParseTests(unittest.SynchronousTestCase):

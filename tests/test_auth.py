@@ -12,7 +12,7 @@ from typing import Any
 from twisted.trial import unittest
 
 from qptwisted import DENY, DENYSOFT, OK, HookAnswer, Plugin, Transaction
-from qptwisted.sasl import cram_md5_digest, cram_md5_matches
+from qptwisted.smtp.sasl import cram_md5_digest, cram_md5_matches
 from qptwisted.testing import SMTPDialogue, make_engine
 
 USER, SECRET = "good@example.com", "s3cret pass"

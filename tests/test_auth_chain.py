@@ -27,9 +27,9 @@ from twisted.protocols.basic import LineReceiver
 from twisted.trial import unittest
 
 from qptwisted import OK, HookAnswer, Plugin, Transaction
-from qptwisted.server import SMTPFactory
+from qptwisted.service.server import SMTPFactory
 from qptwisted.testing import make_engine
-from qptwisted.testing_dns import start_dns_server
+from qptwisted.testing.dns import start_dns_server
 from tests.plugins.dkim_support import MESSAGE, keypair, sign
 
 ZONE = {

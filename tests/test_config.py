@@ -6,7 +6,7 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from qptwisted.config import Config, ConfigError
+from qptwisted.core.config import Config, ConfigError
 from qptwisted.testing import make_engine
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
-from qptwisted.dataread import HARD_LINE_LIMIT, DataReader
+from qptwisted.smtp.receiver import HARD_LINE_LIMIT, DataReader
 
 
 class Base(unittest.SynchronousTestCase):

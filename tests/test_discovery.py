@@ -15,9 +15,9 @@ from twisted.plugin import getPlugins
 from twisted.trial import unittest
 
 import twisted.plugins
-from qptwisted.config import ConfigError
-from qptwisted.engine import Engine
-from qptwisted.loader import discover, parse_plugin_line
+from qptwisted.core.config import ConfigError
+from qptwisted.core.engine import Engine
+from qptwisted.core.loader import discover, parse_plugin_line
 from qptwisted.testing import SMTPDialogue, make_engine, write_config
 
 GATE = '''
@@ -193,7 +193,7 @@ class TwistdPluginTests(unittest.TestCase):
     def test_service_maker_is_discovered(self) -> None:
         makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
         self.assertIn("qpsmtpd", makers)
-        self.assertEqual(getattr(makers["qpsmtpd"], "module", None), "qptwisted.tap")
+        self.assertEqual(getattr(makers["qpsmtpd"], "module", None), "qptwisted.service.tap")
 
     def test_twistd_help_lists_qpsmtpd(self) -> None:
         code = "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"

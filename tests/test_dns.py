@@ -7,7 +7,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from qptwisted.dns import (
+from qptwisted.lib.dns import (
     DNSServerFailure,
     DNSTimeout,
     Resolver,
@@ -15,7 +15,7 @@ from qptwisted.dns import (
     reverse_name,
 )
 from qptwisted.testing import make_engine
-from qptwisted.testing_dns import start_dns_server
+from qptwisted.testing.dns import start_dns_server
 
 ZONE = {
     "example.org": [("A", "192.0.2.10"), ("AAAA", "2001:db8::10"), ("MX", (20, "mx2.example.org")),

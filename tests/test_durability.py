@@ -412,7 +412,7 @@ class KillTests(E2EBase):
 
 _PRCTL = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # resolved here, not after the fork
 PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
-#: the log lines of a failed spool write (qptwisted.session) and of a failed Maildir delivery
+#: the log lines of a failed spool write (qptwisted.smtp.session) and of a failed Maildir delivery
 SPOOL_FAILED = "[qptwisted#error] cannot store message: [Errno "
 QUEUE_FAILED = "[qptwisted#error] [queue/maildir] delivery failed: [Errno "
 PROBE = ("import sys, qptwisted, twisted.scripts.twistd\n"

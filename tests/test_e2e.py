@@ -26,12 +26,12 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-import qptwisted.config
+import qptwisted.core.config
 
 #: upper bound for anything we wait for; generous, since the machine may be busy
 PATIENCE = 60.0
 TWISTD = "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"
-_PACKAGE = Path(qptwisted.config.__file__).resolve().parent
+_PACKAGE = Path(qptwisted.__file__).resolve().parent
 # the sample config: shipped inside the package when installed, config/ in a checkout
 SAMPLE_CONFIG = next(path for path in (_PACKAGE / "default_config", _PACKAGE.parent / "config")
                      if (path / "plugins").is_file())

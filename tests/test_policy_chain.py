@@ -2,7 +2,7 @@
 
 A clean message is delivered; a forged HELO, a listed sender and an early
 talker are refused. Also the unit tests of the shared policy helpers
-(:mod:`qptwisted.policy`).
+(:mod:`qptwisted.lib.policy`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from qptwisted import DECLINED, DENY, DENY_DISCONNECT, DENYSOFT, DENYSOFT_DISCONNECT, LOGINFO
-from qptwisted.engine import Engine
-from qptwisted.policy import PolicyPlugin, parse_pairs, return_code
+from qptwisted.core.engine import Engine
+from qptwisted.lib.policy import PolicyPlugin, parse_pairs, return_code
 from qptwisted.testing import make_connection, make_engine, make_transaction, write_config
 from tests.core_support import CaptureQueue, Dialogue
 from tests.plugins.policy_support import FakeResolver

@@ -36,7 +36,7 @@ class ReadmeExampleTests(unittest.TestCase):
 
 class ReadmePluginListTests(unittest.TestCase):
     def test_every_stock_plugin_is_listed_with_a_config_line(self) -> None:
-        from qptwisted.loader import discover
+        from qptwisted.core.loader import discover
 
         factories, errors = discover()
         self.assertEqual(errors, [])

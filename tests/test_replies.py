@@ -33,7 +33,7 @@ from qptwisted import (
     Plugin,
     Transaction,
 )
-from qptwisted.replies import format_reply
+from qptwisted.core.replies import format_reply
 from qptwisted.testing import make_engine, make_transaction, run_hook
 
 from .core_support import Dialogue

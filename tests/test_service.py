@@ -7,7 +7,7 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from qptwisted.server import QPSMTPDService
+from qptwisted.service.server import QPSMTPDService
 from qptwisted.testing import write_config
 from tests.test_spool import dead_pid
 

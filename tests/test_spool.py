@@ -9,7 +9,7 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from qptwisted.spool import MessageSpool, remove_orphans
+from qptwisted.mail.spool import MessageSpool, remove_orphans
 
 
 def dead_pid() -> int:

@@ -13,7 +13,7 @@ import time
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from qptwisted.workers import _split, bind_listener
+from qptwisted.service.workers import _split, bind_listener
 
 DEADLINE = 30.0  # a bound on every wait, never an assertion about speed
 
@@ -92,7 +92,7 @@ class WorkerPoolTests(TestCase):
         log = open(self.logfile, "wb")
         self.addCleanup(log.close)
         self.master = subprocess.Popen(
-            [sys.executable, "-c", "from qptwisted.tap import main; main()", "--config", config,
+            [sys.executable, "-c", "from qptwisted.service.tap import main; main()", "--config", config,
              "--port", "tcp:0:interface=127.0.0.1", "--workers", "2"],
             cwd=base, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.addCleanup(self._kill_all)

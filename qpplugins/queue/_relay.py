@@ -32,7 +32,7 @@ from twisted.internet.endpoints import (
 from twisted.internet.interfaces import IStreamClientEndpoint
 
 from qptwisted import DENY, DENYSOFT, LOGERROR, LOGINFO, LOGWARN, OK, Plugin, Transaction
-from qptwisted.smtpclient import (
+from qptwisted.lib.smtpclient import (
     NO_REPLY,
     ClientPool,
     DeliveryResult,

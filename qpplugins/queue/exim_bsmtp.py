@@ -29,7 +29,7 @@ import re
 from collections.abc import Iterable, Iterator
 
 from qptwisted import Transaction
-from qptwisted.smtpclient import smtp_data
+from qptwisted.lib.smtpclient import smtp_data
 
 from ._program import ProgramQueue, ProgramResult
 

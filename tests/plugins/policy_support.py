@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from qptwisted.engine import Engine
-from qptwisted.plugin import Plugin
+from qptwisted.core.engine import Engine
+from qptwisted.core.plugin import Plugin
 from qptwisted.testing import PluginSpec, make_engine
 from tests.core_support import CaptureQueue, Dialogue
 
@@ -64,7 +64,7 @@ def codes(replies: Iterable[tuple[Any, ...]]) -> list[int]:
 
 
 class FakeResolver:
-    """A synchronous stand-in for :class:`qptwisted.dns.Resolver` (no network)."""
+    """A synchronous stand-in for :class:`qptwisted.lib.dns.Resolver` (no network)."""
 
     def __init__(self, forward: Mapping[str, list[str]] | None = None,
                  reverse: Mapping[str, list[str]] | None = None, broken: Iterable[str] = ()) -> None:
@@ -75,7 +75,7 @@ class FakeResolver:
     def _answer(self, table: Mapping[str, list[str]], key: str) -> Any:
         from twisted.internet.defer import fail, succeed
 
-        from qptwisted.dns import DNSServerFailure
+        from qptwisted.lib.dns import DNSServerFailure
 
         if key in self.broken:
             return fail(DNSServerFailure(f"DNS lookup of {key} failed: SERVFAIL"))

@@ -6,7 +6,7 @@ from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.trial import unittest
 
 from qptwisted import DENY, OK, ConfigError
-from qptwisted.sasl import cram_md5_digest, register_portal, simple_portal, unregister_portal
+from qptwisted.smtp.sasl import cram_md5_digest, register_portal, simple_portal, unregister_portal
 from qptwisted.testing import SMTPDialogue, make_engine, make_transaction, run_hook
 
 

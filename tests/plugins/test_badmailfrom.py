@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.trial import unittest
 
 from qptwisted import DECLINED, DENY, DENYSOFT
-from qptwisted.address import Address
+from qptwisted.mail.address import Address
 from qptwisted.testing import make_connection, make_engine, make_transaction, run_hook
 from tests.plugins.policy_support import codes, dialogue, plugin
 

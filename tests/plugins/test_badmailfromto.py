@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
-from qptwisted.address import Address
+from qptwisted.mail.address import Address
 from qptwisted.testing import make_engine
 from tests.plugins.policy_support import codes, dialogue, plugin
 

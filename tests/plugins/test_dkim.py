@@ -11,7 +11,7 @@ from twisted.trial import unittest
 
 from qptwisted import DECLINED, DENY
 from qptwisted.testing import make_connection, make_engine, make_transaction, run_hook
-from qptwisted.testing_dns import start_dns_server
+from qptwisted.testing.dns import start_dns_server
 from tests.plugins.dkim_support import MESSAGE, keypair, sign
 
 

@@ -10,7 +10,7 @@ from twisted.trial import unittest
 
 from qptwisted import DECLINED, DENY, DENYSOFT, Address
 from qptwisted.testing import make_connection, make_engine, make_transaction, run_hook
-from qptwisted.testing_dns import start_dns_server
+from qptwisted.testing.dns import start_dns_server
 
 ZONE = {
     "2.0.0.127.bl.test": [("A", "127.0.0.2"), ("TXT", "See http://bl.test/?127.0.0.2")],

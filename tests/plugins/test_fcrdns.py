@@ -10,7 +10,7 @@ from twisted.trial import unittest
 from qpplugins.fcrdns import is_fqdn, is_loopback
 from qptwisted import DECLINED, DENY, DENYSOFT
 from qptwisted.testing import make_connection, make_engine, make_transaction, run_hook
-from qptwisted.testing_dns import start_dns_server
+from qptwisted.testing.dns import start_dns_server
 
 ZONE = {
     "10.2.0.192.in-addr.arpa": [("PTR", "mail.example.org")],

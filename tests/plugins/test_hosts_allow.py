@@ -11,7 +11,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from qptwisted import DECLINED, DENYSOFT
-from qptwisted.server import SMTPFactory
+from qptwisted.service.server import SMTPFactory
 from qptwisted.testing import make_engine, make_transaction, run_hook
 from tests.core_support import Dialogue
 from tests.plugins.policy_support import codes, engine

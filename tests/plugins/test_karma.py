@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from qptwisted import DECLINED, DENY, DENY_DISCONNECT
-from qptwisted.codes import HookResult
+from qptwisted.core.codes import HookResult
 from qptwisted.testing import make_connection, make_engine, make_transaction, run_hook
 from tests.plugins.test_greylisting import start_redis
 

@@ -11,7 +11,7 @@ from typing import Any
 from twisted.trial import unittest
 
 from qptwisted import LOGDEBUG, LOGINFO
-from qptwisted.config import ConfigError
+from qptwisted.core.config import ConfigError
 from tests.plugins.policy_support import engine, plugin
 
 BAD = {"badmailfrom": ["x@spam.test"]}

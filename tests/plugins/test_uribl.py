@@ -10,7 +10,7 @@ from twisted.trial import unittest
 from qpplugins.uribl import extract_hosts
 from qptwisted import DECLINED, DENY, DENYSOFT
 from qptwisted.testing import make_engine, make_transaction, run_hook
-from qptwisted.testing_dns import start_dns_server
+from qptwisted.testing.dns import start_dns_server
 
 ZONE = {
     "spamvertised.example.uri.test": [("A", "127.0.0.2")],

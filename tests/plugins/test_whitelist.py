@@ -6,7 +6,7 @@ import os
 
 from twisted.trial import unittest
 
-from qptwisted.address import Address
+from qptwisted.mail.address import Address
 from qptwisted.testing import make_engine, make_transaction, run_hook
 from tests.plugins.policy_support import codes, dialogue
 

@@ -2,4 +2,4 @@
 
 from twisted.application.service import ServiceMaker
 
-qpsmtpd = ServiceMaker("qpsmtpd", "qptwisted.tap", "qpsmtpd-compatible SMTP server", "qpsmtpd")
+qpsmtpd = ServiceMaker("qpsmtpd", "qptwisted.service.tap", "qpsmtpd-compatible SMTP server", "qpsmtpd")

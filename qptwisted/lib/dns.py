@@ -43,7 +43,7 @@ from twisted.names import error as terror
 from twisted.python.failure import Failure
 
 if TYPE_CHECKING:
-    from qptwisted.engine import Engine
+    from qptwisted.core.engine import Engine
 
 _T = TypeVar("_T")
 Server = tuple[str, int]

@@ -164,8 +164,8 @@ class DNSServer:
         return {"resolvers": f"127.0.0.1:{self.port}", "dns_timeout": f"{timeout:g}"}
 
     def resolver(self, timeout: float = 1.0) -> Any:
-        """A :class:`qptwisted.dns.Resolver` using this server."""
-        from qptwisted.dns import Resolver
+        """A :class:`qptwisted.lib.dns.Resolver` using this server."""
+        from qptwisted.lib.dns import Resolver
 
         return Resolver([("127.0.0.1", self.port)], timeout)
 

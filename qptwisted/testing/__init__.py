@@ -27,14 +27,14 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from qptwisted.address import Address
-from qptwisted.codes import HookResult
-from qptwisted.connection import Connection
-from qptwisted.engine import Engine
-from qptwisted.plugin import Plugin
-from qptwisted.protocol import SMTPProtocol
-from qptwisted.server import SMTPFactory
-from qptwisted.transaction import Transaction
+from qptwisted.mail.address import Address
+from qptwisted.core.codes import HookResult
+from qptwisted.mail.connection import Connection
+from qptwisted.core.engine import Engine
+from qptwisted.core.plugin import Plugin
+from qptwisted.smtp.protocol import SMTPProtocol
+from qptwisted.service.server import SMTPFactory
+from qptwisted.mail.transaction import Transaction
 
 PluginSpec = str | type[Plugin] | tuple[type[Plugin], Sequence[str]]
 
@@ -78,7 +78,7 @@ def make_engine(plugins: Iterable[PluginSpec] = (), config: Mapping[str, str | I
         factories: dict[str, Any] | None = None
         for spec in specs:
             if isinstance(spec, str):
-                from qptwisted.loader import discover, parse_plugin_line
+                from qptwisted.core.loader import discover, parse_plugin_line
 
                 if factories is None:
                     factories = discover()[0]
@@ -106,7 +106,7 @@ def make_transaction(engine: Engine, connection: Connection | None = None, sende
     for rcpt in recipients:
         transaction.add_recipient(Address.parse(rcpt, allow_postmaster=True))
     if message is not None:
-        from qptwisted.headers import split_header
+        from qptwisted.mail.headers import split_header
 
         header, body = split_header(message.replace(b"\r\n", b"\n"), final=True)  # type: ignore[misc]
         transaction.raw_header = header
@@ -141,7 +141,7 @@ class SMTPDialogue:
 
     @property
     def session(self) -> Any:
-        """The :class:`~qptwisted.session.Session` behind the connection."""
+        """The :class:`~qptwisted.smtp.session.Session` behind the connection."""
         return self.protocol.session
 
     @property

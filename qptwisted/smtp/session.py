@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
-from qptwisted import __version__, replies, sasl
-from qptwisted.address import Address, AddressError, parse_params, split_path
-from qptwisted.codes import (
+from qptwisted._version import __version__
+from qptwisted.core import replies
+from qptwisted.smtp import sasl
+from qptwisted.mail.address import Address, AddressError, parse_params, split_path
+from qptwisted.core.codes import (
     DECLINED,
     DONE,
     LOGERROR,
@@ -25,19 +27,19 @@ from qptwisted.codes import (
     OK,
     HookResult,
 )
-from qptwisted.connection import Connection, TLSInfo
-from qptwisted.dataread import DataReader
-from qptwisted.headers import (
+from qptwisted.mail.connection import Connection, TLSInfo
+from qptwisted.smtp.receiver import DataReader
+from qptwisted.mail.headers import (
     authentication_results,
     neutralize_forged_results,
     received_line,
     split_header,
 )
-from qptwisted.replies import Reply, ReplyTable, format_reply
-from qptwisted.transaction import Transaction
+from qptwisted.core.replies import Reply, ReplyTable, format_reply
+from qptwisted.mail.transaction import Transaction
 
 if TYPE_CHECKING:
-    from qptwisted.engine import Engine
+    from qptwisted.core.engine import Engine
 
 Step = Deferred[Any] | None
 _VERB = re.compile(r"[A-Za-z0-9_-]{1,12}\Z")

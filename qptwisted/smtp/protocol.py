@@ -15,14 +15,14 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from qptwisted.codes import LOGINFO
-from qptwisted.connection import Connection
-from qptwisted.dataread import DataReader
-from qptwisted.session import Session
+from qptwisted.core.codes import LOGINFO
+from qptwisted.mail.connection import Connection
+from qptwisted.smtp.receiver import DataReader
+from qptwisted.smtp.session import Session
 
 if TYPE_CHECKING:
-    from qptwisted.engine import Engine
-    from qptwisted.server import SMTPFactory
+    from qptwisted.core.engine import Engine
+    from qptwisted.service.server import SMTPFactory
 
 
 @implementer(IHandshakeListener)
@@ -91,7 +91,7 @@ class SMTPProtocol(Protocol):
 
     def handshakeCompleted(self) -> None:
         """TLS is up (STARTTLS or an implicit-TLS listener): tell the session what was negotiated."""
-        from qptwisted.tls import tls_info
+        from qptwisted.lib.tls import tls_info
 
         self.session.tls_established(tls_info(self.transport.getHandle()))  # type: ignore[union-attr]
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-_PACKAGE_CONFIG = Path(__file__).resolve().parent / "default_config"
-_CHECKOUT_CONFIG = Path(__file__).resolve().parent.parent / "config"
+_PACKAGE = Path(__file__).resolve().parent.parent
+_PACKAGE_CONFIG = _PACKAGE / "default_config"
+_CHECKOUT_CONFIG = _PACKAGE.parent / "config"
 
 
 class ConfigError(Exception):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from qptwisted.session import Session
+    from qptwisted.smtp.session import Session
 
 _ids = itertools.count(1)
 

@@ -12,11 +12,11 @@ from email.message import Message
 from email.parser import BytesHeaderParser
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from qptwisted.spool import MessageSpool
+from qptwisted.mail.spool import MessageSpool
 
 if TYPE_CHECKING:
-    from qptwisted.address import Address
-    from qptwisted.connection import Connection
+    from qptwisted.mail.address import Address
+    from qptwisted.mail.connection import Connection
 
 _ids = itertools.count(1)
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(.*(?:\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)

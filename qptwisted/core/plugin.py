@@ -9,10 +9,10 @@ from twisted.internet.defer import Deferred
 from twisted.plugin import IPlugin
 from zope.interface import alsoProvides, implementer
 
-from qptwisted.interfaces import IQPPlugin, IQPPluginFactory
+from qptwisted.core.interfaces import IQPPlugin, IQPPluginFactory
 
 if TYPE_CHECKING:
-    from qptwisted.engine import Engine
+    from qptwisted.core.engine import Engine
 
 _T = TypeVar("_T")
 
@@ -23,7 +23,7 @@ class Plugin:
 
     Set ``name`` and write ``hook_<hook>(self, transaction, ...)`` methods; each
     registers itself on its hook. A hook returns ``DECLINED`` (or ``None``), a
-    :class:`~qptwisted.codes.Code`, ``(Code, "message")``, a Deferred of those,
+    :class:`~qptwisted.core.codes.Code`, ``(Code, "message")``, a Deferred of those,
     or is an ``async def``. Override :meth:`register` to read the arguments of
     the ``config/plugins`` line or to register more hooks.
 
@@ -63,7 +63,7 @@ class Plugin:
         return self.engine.config_list(name)
 
     def log(self, level: int, *message: object) -> None:
-        """Log at ``level`` (a :class:`~qptwisted.codes.LogLevel`), tagged with this plugin."""
+        """Log at ``level`` (a :class:`~qptwisted.core.codes.LogLevel`), tagged with this plugin."""
         self.engine.log(level, " ".join(str(part) for part in message), plugin=self.plugin_name)
 
     def defer_to_thread(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> Deferred[_T]:

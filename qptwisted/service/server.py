@@ -12,10 +12,10 @@ from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 
-from qptwisted.config import ConfigError, default_config_dir
-from qptwisted.engine import Engine
-from qptwisted.protocol import SMTPProtocol
-from qptwisted.spool import remove_orphans
+from qptwisted.core.config import ConfigError, default_config_dir
+from qptwisted.core.engine import Engine
+from qptwisted.smtp.protocol import SMTPProtocol
+from qptwisted.mail.spool import remove_orphans
 
 _log = Logger(namespace="qptwisted")
 

@@ -9,11 +9,11 @@ from datetime import datetime
 from email.utils import format_datetime
 from typing import TYPE_CHECKING
 
-from qptwisted import __version__
+from qptwisted._version import __version__
 
 if TYPE_CHECKING:
-    from qptwisted.connection import Connection
-    from qptwisted.transaction import Transaction
+    from qptwisted.mail.connection import Connection
+    from qptwisted.mail.transaction import Transaction
 
 # A run of complete header lines: a field name and colon, then continuation lines.
 _HEADER_LINES = re.compile(rb"(?:[!-9;-~]+:[^\n]*\n(?:[ \t][^\n]*\n)*)*")

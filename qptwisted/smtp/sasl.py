@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any
 from twisted.cred.portal import IRealm, Portal
 from zope.interface import Interface, implementer
 
-from qptwisted.codes import DECLINED, DENYSOFT, DONE, LOGDEBUG, LOGINFO, LOGWARN, OK, HookResult
+from qptwisted.core.codes import DECLINED, DENYSOFT, DONE, LOGDEBUG, LOGINFO, LOGWARN, OK, HookResult
 
 if TYPE_CHECKING:
-    from qptwisted.session import Session, Step
+    from qptwisted.smtp.session import Session, Step
 
 #: mechanisms in the order EHLO lists them
 MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")

@@ -28,7 +28,7 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 from OpenSSL import SSL
 from twisted.internet import ssl
 
-from qptwisted.connection import TLSInfo
+from qptwisted.mail.connection import TLSInfo
 
 _VERSIONS = {
     "tlsv1.2": ssl.TLSVersion.TLSv1_2, "tlsv1_2": ssl.TLSVersion.TLSv1_2, "1.2": ssl.TLSVersion.TLSv1_2,

@@ -15,7 +15,7 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from qptwisted.codes import (
+from qptwisted.core.codes import (
     DECLINED,
     DENY_CODES,
     DENYSOFT,
@@ -27,7 +27,7 @@ from qptwisted.codes import (
 )
 
 if TYPE_CHECKING:
-    from qptwisted.transaction import Transaction
+    from qptwisted.mail.transaction import Transaction
 
 #: every hook the engine fires (qpsmtpd's names, ``-`` spelled ``_``)
 HOOKS = frozenset("""

@@ -1,6 +1,6 @@
 """The reply contract: how each hook's answer becomes an SMTP reply.
 
-Each table maps a :class:`~qptwisted.codes.Code` to ``(smtp code, enhanced
+Each table maps a :class:`~qptwisted.core.codes.Code` to ``(smtp code, enhanced
 status code, default text, close)``. The texts and codes are qpsmtpd's
 (reference §3.2); where qpsmtpd sends nothing for a bare DENY we send the
 default text. A code missing from a table means "the normal reply".
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from qptwisted.codes import (
+from qptwisted.core.codes import (
     DENY,
     DENY_DISCONNECT,
     DENYSOFT,

@@ -43,10 +43,10 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from qptwisted.protocol import SMTPProtocol
-from qptwisted.server import SMTPFactory
+from qptwisted.smtp.protocol import SMTPProtocol
+from qptwisted.service.server import SMTPFactory
 
-_log = Logger(namespace="qptwisted.workers")
+_log = Logger(namespace="qptwisted.service.workers")
 
 #: seconds a worker may spend finishing transactions after SIGTERM
 DEFAULT_GRACE = 30.0
@@ -231,7 +231,7 @@ class WorkerPool(service.Service):
         """Start one worker with every listening socket as an inherited descriptor."""
         worker = _WorkerProcess(self)
         child_fds: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
-        args = [sys.executable, "-m", "qptwisted.workers", "--grace", repr(self.grace)]
+        args = [sys.executable, "-m", "qptwisted.service.workers", "--grace", repr(self.grace)]
         for index, sock in enumerate(self.sockets):
             fd = _FIRST_FD + index
             child_fds[fd] = sock.fileno()
@@ -239,7 +239,7 @@ class WorkerPool(service.Service):
         if self.config_dir:
             args += ["--config", self.config_dir]
         env = dict(os.environ)
-        package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         env["PYTHONUNBUFFERED"] = "1"
         self.reactor.spawnProcess(worker, sys.executable, args, env=env, childFDs=child_fds)
@@ -358,8 +358,8 @@ class _ParentWatch(abstract.FileDescriptor):
 
 
 def worker_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of a worker process (``python -m qptwisted.workers``)."""
-    parser = argparse.ArgumentParser(prog="qptwisted.workers")
+    """Entry point of a worker process (``python -m qptwisted.service.workers``)."""
+    parser = argparse.ArgumentParser(prog="qptwisted.service.workers")
     parser.add_argument("--listen", action="append", default=[], metavar="FD:FAMILY",
                         help="an inherited listening socket and its address family")
     parser.add_argument("--config", default=None)
@@ -369,8 +369,8 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
-    from qptwisted.config import ConfigError
-    from qptwisted.server import QPSMTPDService
+    from qptwisted.core.config import ConfigError
+    from qptwisted.service.server import QPSMTPDService
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout, timeFormat="")],
                                      redirectStandardIO=False)

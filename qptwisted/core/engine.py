@@ -19,12 +19,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from qptwisted.address import Address
-from qptwisted.codes import LOGINFO, LOGWARN, OK, LogLevel
-from qptwisted.config import Config, ConfigError
-from qptwisted.hooks import HookRunner
-from qptwisted.loader import discover, parse_plugin_line
-from qptwisted.plugin import Plugin
+from qptwisted.mail.address import Address
+from qptwisted.core.codes import LOGINFO, LOGWARN, OK, LogLevel
+from qptwisted.core.config import Config, ConfigError
+from qptwisted.core.hooks import HookRunner
+from qptwisted.core.loader import discover, parse_plugin_line
+from qptwisted.core.plugin import Plugin
 
 _T = TypeVar("_T")
 _logger = Logger(namespace="qptwisted")
@@ -156,9 +156,9 @@ class Engine:
 
     @property
     def resolver(self) -> Any:
-        """The DNS resolver facade (:class:`qptwisted.dns.Resolver`), built on first use."""
+        """The DNS resolver facade (:class:`qptwisted.lib.dns.Resolver`), built on first use."""
         if getattr(self, "_resolver", None) is None:
-            from qptwisted.dns import Resolver
+            from qptwisted.lib.dns import Resolver
 
             self._resolver = Resolver.from_config(self)
         return self._resolver

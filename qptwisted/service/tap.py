@@ -41,15 +41,15 @@ class Options(usage.Options):
 
 def makeService(options: Options) -> service.MultiService:
     """Build the server; a bad configuration exits with its message, no traceback."""
-    from qptwisted.config import ConfigError
-    from qptwisted.server import QPSMTPDService
+    from qptwisted.core.config import ConfigError
+    from qptwisted.service.server import QPSMTPDService
 
     try:
         top = QPSMTPDService(options["config"])
     except ConfigError as err:
         raise SystemExit(f"qpsmtpd: {err}") from None
     if options["workers"] > 0:
-        from qptwisted.workers import WorkerPool
+        from qptwisted.service.workers import WorkerPool
 
         master = service.MultiService()  # the configuration was checked above; workers load their own
         WorkerPool(options["workers"], options["ports"], options["config"]).setServiceParent(master)

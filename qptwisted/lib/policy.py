@@ -2,7 +2,7 @@
 
 These are qpsmtpd's ``Qpsmtpd::Plugin`` helpers (``get_reject``,
 ``get_reject_type``, ``is_immune``, ``store_deferred_reject``, ``is_naughty``,
-``adjust_karma``) as a mixin, so :class:`~qptwisted.plugin.Plugin` stays small
+``adjust_karma``) as a mixin, so :class:`~qptwisted.core.plugin.Plugin` stays small
 and no plugin copies them. Derive from :class:`PolicyPlugin`::
 
     class BadThing(PolicyPlugin):
@@ -35,7 +35,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
-from qptwisted.codes import (
+from qptwisted.core.codes import (
     DECLINED,
     DENY,
     DENY_DISCONNECT,
@@ -47,9 +47,9 @@ from qptwisted.codes import (
     OK,
     Code,
 )
-from qptwisted.connection import Connection
-from qptwisted.plugin import Plugin
-from qptwisted.transaction import Transaction
+from qptwisted.mail.connection import Connection
+from qptwisted.core.plugin import Plugin
+from qptwisted.mail.transaction import Transaction
 
 #: ``reject_type`` words and the codes they stand for
 REJECT_TYPES: dict[str, Code] = {
@@ -230,7 +230,7 @@ class Policy:
 
 
 class PolicyPlugin(Policy, Plugin):
-    """A :class:`~qptwisted.plugin.Plugin` with the :class:`Policy` helpers."""
+    """A :class:`~qptwisted.core.plugin.Plugin` with the :class:`Policy` helpers."""
 
     def config_path(self, name: str) -> str:
         """A file named by a plugin argument: relative names are taken in the config directory."""

@@ -15,8 +15,8 @@ from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.plugin import getPlugins
 from zope.interface import implementer
 
-from qptwisted.config import ConfigError
-from qptwisted.interfaces import IQPPluginFactory
+from qptwisted.core.config import ConfigError
+from qptwisted.core.interfaces import IQPPluginFactory
 
 
 def _packages() -> Iterator[ModuleType]:
