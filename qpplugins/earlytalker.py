@@ -4,7 +4,8 @@ A real MTA waits for the greeting (and for the ``354`` after DATA); many
 spam engines do not. The plugin holds the greeting back for ``wait`` seconds
 and looks whether the client sent anything meanwhile. Nothing blocks: the
 ``connect`` (or ``data``) hook returns a Deferred that fires on the engine's
-clock, while the protocol keeps reading input without acting on it.
+clock; the engine keeps reading at those two points and sets
+``connection.early_talker`` when bytes arrive.
 
 Arguments (``name value`` pairs):
 
@@ -33,12 +34,10 @@ config/plugins::
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 
-from qptwisted import DECLINED, LOGINFO, LOGWARN, Address, HookAnswer, Transaction
+from qptwisted import DECLINED, LOGINFO, Address, HookAnswer, Transaction
 from qptwisted.lib.policy import PolicyPlugin
 
 MESSAGE = "Connecting host started transmitting before SMTP greeting"
@@ -77,18 +76,14 @@ class EarlyTalker(PolicyPlugin):
         self._timers: dict[int, IDelayedCall] = {}
 
     def _watch(self, transaction: Transaction) -> HookAnswer:
-        """Wait ``wait`` seconds, reading input meanwhile; then judge."""
+        """Wait ``wait`` seconds; the engine notes meanwhile whether the client talks."""
         if self.is_immune(transaction):
             return DECLINED
         connection = transaction.connection
-        protocol: Any = getattr(connection.session, "transport", None)
-        if protocol is None or not hasattr(protocol, "input_pending"):
-            self.log(LOGWARN, "skip, the transport cannot tell early input")
-            return DECLINED
-        protocol.watch_input()
+        before = connection.early_talker
         done: Deferred[None] = Deferred(lambda _: self._cancel(connection.id))
         self._timers[connection.id] = self.clock.callLater(self.wait, self._fire, connection.id, done)
-        return done.addCallback(lambda _: self._judge(transaction, protocol.input_pending()))
+        return done.addCallback(lambda _: self._judge(transaction, connection.early_talker and not before))
 
     def _fire(self, key: int, done: Deferred[None]) -> None:
         self._timers.pop(key, None)

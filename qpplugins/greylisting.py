@@ -122,7 +122,7 @@ class Greylisting(PolicyPlugin):
         self.white = float(self.opts["white_timeout"])
         if not self.black <= self.grey:
             raise ValueError(f"{self.plugin_name}: black_timeout must not exceed grey_timeout")
-        db_dir = self.opts.get("db_dir") or self.engine.spool_dir
+        db_dir = self.opts.get("db_dir") or self.engine.settings.spool_dir
         self.store = open_store(self.opts.get("redis"), os.path.join(db_dir, "greylisting.sqlite"),
                                 "greylist", self.defer_to_thread)
         lines: list[str] = []

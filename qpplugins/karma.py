@@ -44,8 +44,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from qptwisted import DECLINED, LOGINFO, LOGWARN, HookAnswer, Transaction
-from qptwisted.core.codes import Code
+from qptwisted import DECLINED, LOGINFO, LOGWARN, Code, HookAnswer, Transaction
 from qptwisted.lib.policy import PolicyPlugin
 from qptwisted.lib.store import open_store
 
@@ -86,7 +85,7 @@ class Karma(PolicyPlugin):
         self.negative = int(self.opts["negative"])
         self.strikes = int(self.opts["strikes"])
         self.penalty = float(self.opts["penalty_days"]) * 86400
-        db_dir = self.opts.get("db_dir") or self.engine.spool_dir
+        db_dir = self.opts.get("db_dir") or self.engine.settings.spool_dir
         self.store = open_store(self.opts.get("redis"), os.path.join(db_dir, "karma.sqlite"), "karma",
                                 self.defer_to_thread)
 

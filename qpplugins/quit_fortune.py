@@ -51,7 +51,7 @@ class QuitFortune(Plugin):
     def hook_quit(self, transaction: Transaction) -> HookAnswer:
         if transaction.connection.hello != "helo" or not self.fortune:
             return DECLINED
-        me = self.engine.me
+        me = self.engine.settings.me
 
         def reply(output: bytes) -> HookAnswer:
             lines = [f"  / {line}" for line in output.decode("utf-8", "replace").rstrip("\n").split("\n")]

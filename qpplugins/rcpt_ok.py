@@ -23,7 +23,7 @@ class RcptOk(Plugin):
     def register(self, *args: str) -> None:
         """Read ``me`` and ``rcpthosts`` once per (re)load."""
         hosts = {host.lower() for host in self.config_list("rcpthosts")}
-        hosts.add(self.engine.me.lower())
+        hosts.add(self.engine.settings.me.lower())
         self.hosts = frozenset(h for h in hosts if not h.startswith("."))
         self.suffixes = tuple(h for h in hosts if h.startswith("."))
 

@@ -139,7 +139,7 @@ class SenderPermittedFrom(PolicyPlugin):
         if sender.is_null and not helo:
             return DECLINED
         resolver = self.engine.resolver.dnspython()
-        receiver = self.engine.me
+        receiver = self.engine.settings.me
         work: Deferred[tuple[str, str, str]] = self.defer_to_thread(
             evaluate, resolver, connection.remote_ip, sender.address, helo, receiver, self.spf_timeout)
         return work.addCallback(self._record, transaction, sender, helo)
@@ -175,7 +175,7 @@ class SenderPermittedFrom(PolicyPlugin):
             lambda published: DECLINED if published else (code, message))
 
     def _has_dmarc(self, domain: str) -> Deferred[bool]:
-        from qpplugins.dmarc import find_policy_record
+        from qptwisted.lib.dmarc import find_policy_record
 
         def errored(failure: Any) -> bool:
             self.log(LOGWARN, f"DMARC lookup for {domain}: {failure.getErrorMessage()}")

@@ -98,10 +98,9 @@ class TLS(Plugin):
 
     def implicit_tls(self, transaction: Transaction) -> HookAnswer:
         connection = transaction.connection
-        if connection.local_port in self.implicit_ports and connection.tls is None \
-                and connection.session is not None:
+        if connection.local_port in self.implicit_ports and connection.tls is None:
             connection.notes["tls_implicit"] = True
-            connection.session.start_tls(self.options, implicit=True)
+            connection.start_tls(self.options, implicit=True)
         return DECLINED
 
     def hook_ehlo(self, transaction: Transaction, host: str, *args: str) -> HookAnswer:
@@ -113,14 +112,11 @@ class TLS(Plugin):
         if verb != "starttls":
             return DECLINED
         connection = transaction.connection
-        session = connection.session
-        if session is None:
-            return DECLINED
         if rest:
-            session.respond(501, "Syntax error (no parameters allowed)", "5.5.4")
+            connection.respond(501, "Syntax error (no parameters allowed)", "5.5.4")
         elif connection.tls is not None or connection.notes.get("tls_implicit"):
-            session.respond(503, "TLS already active", "5.5.1")
+            connection.respond(503, "TLS already active", "5.5.1")
         else:
             self.log(LOGINFO, f"STARTTLS from {connection.remote_ip}")
-            session.start_tls(self.options)
+            connection.start_tls(self.options)
         return DONE

@@ -51,8 +51,8 @@ from typing import Any
 
 from twisted.internet import defer
 
-from qpplugins.dmarc import organizational_domain
 from qptwisted import DECLINED, DENY, DENYSOFT, LOGINFO, LOGWARN, HookAnswer, Transaction
+from qptwisted.lib.dmarc import organizational_domain
 from qptwisted.lib.policy import PolicyPlugin
 
 ACTIONS = ("deny", "denysoft", "add-header", "log")

@@ -1,12 +1,14 @@
 """qptwisted: qpsmtpd, the plugin-driven SMTP server, on Twisted.
 
-The public API for plugin authors and embedders is re-exported here.
+This module is the plugin author's and the embedder's whole surface: import
+from ``qptwisted``, helpers from ``qptwisted.lib``, the test kit from
+``qptwisted.testing``. The rooms behind it (``core``, ``mail``, ``smtp``,
+``service``) are the engine's own and may change between releases.
 """
 
-from qptwisted._version import __version__  # noqa: E402
-
-from qptwisted.mail.address import NULL_SENDER, Address, AddressError  # noqa: E402
-from qptwisted.core.codes import (  # noqa: E402
+from qptwisted._version import __version__
+from qptwisted.core.arguments import Argument, ArgumentError, arg
+from qptwisted.core.codes import (
     DECLINED,
     DENY,
     DENY_DISCONNECT,
@@ -28,25 +30,30 @@ from qptwisted.core.codes import (  # noqa: E402
     HookResult,
     LogLevel,
 )
-from qptwisted.core.config import Config, ConfigError  # noqa: E402
-from qptwisted.mail.connection import Connection, TLSInfo  # noqa: E402
-from qptwisted.core.engine import Engine  # noqa: E402
-from qptwisted.core.interfaces import IQPPlugin, IQPPluginFactory  # noqa: E402
-from qptwisted.lib.ipmatch import IPMatcher  # noqa: E402
-from qptwisted.core.plugin import Plugin  # noqa: E402
-from qptwisted.lib.policy import Policy, PolicyPlugin  # noqa: E402
-from qptwisted.service.server import QPSMTPDService, SMTPFactory  # noqa: E402
-from qptwisted.mail.transaction import Transaction  # noqa: E402
+from qptwisted.core.config import Config, ConfigError
+from qptwisted.core.engine import Engine
+from qptwisted.core.hooks import HOOKS, HookSpec
+from qptwisted.core.plugin import Plugin
+from qptwisted.core.replies import Reply
+from qptwisted.interfaces import IConnectionControl, IQPPlugin, IQPPluginFactory
+from qptwisted.lib.ipmatch import IPMatcher
+from qptwisted.lib.policy import Policy, PolicyPlugin
+from qptwisted.mail.address import NULL_SENDER, Address, AddressError
+from qptwisted.mail.connection import Connection, TLSInfo
+from qptwisted.mail.headers import Headers
+from qptwisted.mail.transaction import Transaction
+from qptwisted.service.server import QPSMTPDService, SMTPFactory
 
-__all__ = [
-    "__version__", "Address", "AddressError", "NULL_SENDER", "Code", "HookAnswer", "HookResult", "LogLevel",
-    "OK", "DENY", "DENYSOFT", "DENY_DISCONNECT", "DENYHARD", "DENYSOFT_DISCONNECT", "DECLINED",
-    "DONE", "LOGEMERG", "LOGALERT", "LOGCRIT", "LOGERROR", "LOGWARN", "LOGNOTICE", "LOGINFO",
-    "LOGDEBUG", "Config", "ConfigError", "Connection", "TLSInfo", "Engine", "IQPPlugin",
-    "IQPPluginFactory", "IPMatcher", "Plugin", "Policy", "PolicyPlugin", "QPSMTPDService", "SMTPFactory",
-    "Transaction",
-]
-
-from qptwisted import _compat  # noqa: E402
+from qptwisted import _compat  # isort: skip
 
 _compat.install()
+
+__all__ = [
+    "__version__", "Address", "AddressError", "NULL_SENDER", "Argument", "ArgumentError", "arg",
+    "Code", "HookAnswer", "HookResult", "HOOKS", "HookSpec", "LogLevel",
+    "OK", "DENY", "DENYSOFT", "DENY_DISCONNECT", "DENYHARD", "DENYSOFT_DISCONNECT", "DECLINED",
+    "DONE", "LOGEMERG", "LOGALERT", "LOGCRIT", "LOGERROR", "LOGWARN", "LOGNOTICE", "LOGINFO",
+    "LOGDEBUG", "Config", "ConfigError", "Connection", "TLSInfo", "Engine", "Headers", "IConnectionControl",
+    "IQPPlugin", "IQPPluginFactory", "IPMatcher", "Plugin", "Policy", "PolicyPlugin", "QPSMTPDService",
+    "Reply", "SMTPFactory", "Transaction",
+]

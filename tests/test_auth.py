@@ -12,7 +12,7 @@ from typing import Any
 from twisted.trial import unittest
 
 from qptwisted import DENY, DENYSOFT, OK, HookAnswer, Plugin, Transaction
-from qptwisted.smtp.sasl import cram_md5_digest, cram_md5_matches
+from qptwisted.lib.sasl import cram_md5_digest, cram_md5_matches
 from qptwisted.testing import SMTPDialogue, make_engine
 
 USER, SECRET = "good@example.com", "s3cret pass"
@@ -76,7 +76,7 @@ class AuthTests(unittest.SynchronousTestCase):
         return smtp
 
     def ehlo(self, smtp: SMTPDialogue) -> str:
-        [(code, text)] = smtp.send("EHLO client.test")
+        [(code, _, text)] = smtp.send("EHLO client.test")
         self.assertEqual(code, 250)
         return text
 
@@ -87,8 +87,9 @@ class AuthTests(unittest.SynchronousTestCase):
     def test_plain_initial_response(self) -> None:
         smtp = self.dialogue()
         self.ehlo(smtp)
-        [(code, text)] = smtp.send(f"AUTH PLAIN {plain(USER, SECRET)}")
-        self.assertEqual((code, text), (235, f"2.7.0 PLAIN authentication successful for {USER}"))
+        [(code, enhanced, text)] = smtp.send(f"AUTH PLAIN {plain(USER, SECRET)}")
+        self.assertEqual((code, enhanced, text),
+                         (235, "2.7.0", f"PLAIN authentication successful for {USER}"))
         connection = smtp.session.connection
         self.assertEqual((connection.auth_user, connection.auth_mechanism, connection.relay_client),
                          (USER, "PLAIN", True))
@@ -96,9 +97,9 @@ class AuthTests(unittest.SynchronousTestCase):
     def test_plain_continuation(self) -> None:
         smtp = self.dialogue()
         self.ehlo(smtp)
-        self.assertEqual(smtp.send("AUTH PLAIN"), [(334, "")])
+        self.assertEqual(smtp.send("AUTH PLAIN"), [(334, None, "")])
         self.assertEqual(smtp.send_raw(b"334  \r\n")[0][0], 501)  # junk is bad base64 ...
-        self.assertEqual(smtp.send("AUTH PLAIN"), [(334, "")])
+        self.assertEqual(smtp.send("AUTH PLAIN"), [(334, None, "")])
         self.assertEqual(smtp.send(plain(USER, SECRET, USER))[0][0], 235)  # authzid == authcid
 
     def test_plain_raw_reply_has_two_spaces(self) -> None:
@@ -110,20 +111,20 @@ class AuthTests(unittest.SynchronousTestCase):
     def test_login(self) -> None:
         smtp = self.dialogue()
         self.ehlo(smtp)
-        self.assertEqual(smtp.send("AUTH LOGIN"), [(334, b64("Username:"))])
-        self.assertEqual(smtp.send(b64(USER)), [(334, b64("Password:"))])
+        self.assertEqual(smtp.send("AUTH LOGIN"), [(334, None, b64("Username:"))])
+        self.assertEqual(smtp.send(b64(USER)), [(334, None, b64("Password:"))])
         self.assertEqual(smtp.send(b64(SECRET))[0][0], 235)
 
     def test_login_initial_user(self) -> None:
         smtp = self.dialogue()
         self.ehlo(smtp)
-        self.assertEqual(smtp.send(f"AUTH LOGIN {b64(USER)}"), [(334, b64("Password:"))])
+        self.assertEqual(smtp.send(f"AUTH LOGIN {b64(USER)}"), [(334, None, b64("Password:"))])
         self.assertEqual(smtp.send(b64(SECRET))[0][0], 235)
 
     def test_cram_md5(self) -> None:
         smtp = self.dialogue()
         self.ehlo(smtp)
-        [(code, challenge)] = smtp.send("AUTH CRAM-MD5")
+        [(code, _, challenge)] = smtp.send("AUTH CRAM-MD5")
         self.assertEqual(code, 334)
         ticket = base64.b64decode(challenge).decode()
         self.assertRegex(ticket, r"^<\d+\.\d+@mx\.test>$")
@@ -138,8 +139,8 @@ class AuthTests(unittest.SynchronousTestCase):
     def test_wrong_password_535_and_fail2ban_line(self) -> None:
         smtp = self.dialogue()
         self.ehlo(smtp)
-        [(code, text)] = smtp.send(f"AUTH PLAIN {plain(USER, 'wrong-pw')}")
-        self.assertEqual((code, text), (535, f"5.7.8 PLAIN authentication failed for {USER}"))
+        [(code, enhanced, text)] = smtp.send(f"AUTH PLAIN {plain(USER, 'wrong-pw')}")
+        self.assertEqual((code, enhanced, text), (535, "5.7.8", f"PLAIN authentication failed for {USER}"))
         failures = [line for line in LogCapture.lines if line.startswith("auth failed:")]
         expected = f"auth failed: mechanism=PLAIN user={USER} ip=192.0.2.9 (wrong password)"
         self.assertEqual(failures, [expected])
@@ -164,7 +165,7 @@ class AuthTests(unittest.SynchronousTestCase):
     def test_authzid_differs(self) -> None:
         smtp = self.dialogue()
         self.ehlo(smtp)
-        [(code, _)] = smtp.send(f"AUTH PLAIN {plain(USER, SECRET, 'boss@example.com')}")
+        [(code, _, _)] = smtp.send(f"AUTH PLAIN {plain(USER, SECRET, 'boss@example.com')}")
         self.assertEqual(code, 535)
         self.assertIsNone(smtp.session.connection.auth_user)
 
@@ -172,7 +173,7 @@ class AuthTests(unittest.SynchronousTestCase):
         smtp = self.dialogue()
         self.ehlo(smtp)
         smtp.send(f"AUTH PLAIN {plain(USER, SECRET)}")
-        self.assertEqual(smtp.send("AUTH LOGIN"), [(503, "5.5.1 but you already said AUTH ...")])
+        self.assertEqual(smtp.send("AUTH LOGIN"), [(503, "5.5.1", "but you already said AUTH ...")])
 
     def test_unknown_and_missing_mechanism(self) -> None:
         smtp = self.dialogue()
@@ -192,7 +193,7 @@ class AuthTests(unittest.SynchronousTestCase):
         self.ehlo(smtp)
         for start in ("AUTH PLAIN", "AUTH LOGIN", "AUTH CRAM-MD5"):
             self.assertEqual(smtp.send(start)[0][0], 334)
-            self.assertEqual(smtp.send("*"), [(501, "5.0.0 Authentication cancelled")], start)
+            self.assertEqual(smtp.send("*"), [(501, "5.0.0", "Authentication cancelled")], start)
         smtp.send("AUTH LOGIN", b64(USER))
         self.assertEqual(smtp.send("*")[0][0], 501)
         self.assertEqual(smtp.send("NOOP")[0][0], 250)  # the dialogue is over; commands work again
@@ -228,7 +229,7 @@ class AuthTests(unittest.SynchronousTestCase):
         smtp = SMTPDialogue(make_engine([Checker]))
         self.addCleanup(smtp.close)
         self.assertNotIn("AUTH", self.ehlo(smtp))
-        [(code, text)] = smtp.send("AUTH PLAIN")
+        [(code, _, text)] = smtp.send("AUTH PLAIN")
         self.assertEqual(code, 503)
         self.assertIn("TLS required", text)
 
@@ -245,7 +246,7 @@ class AuthTests(unittest.SynchronousTestCase):
         smtp.send("RSET")
         smtp.send(f"AUTH PLAIN {plain(USER, SECRET)}")
         replies = smtp.deliver(f"<{USER}>", ["<x@elsewhere.example>"], "Subject: hi\n\nbody\n")
-        self.assertEqual([code for code, _ in replies], [250, 250, 354, 250])
+        self.assertEqual([code for code, *_ in replies], [250, 250, 354, 250])
         [message] = Capture.messages
         self.assertIn(b"with ESMTPA;", message)
         self.assertIn(f"auth=pass (plain) smtp.auth={USER}".encode(), message)
@@ -261,4 +262,4 @@ class AuthTests(unittest.SynchronousTestCase):
         smtp = SMTPDialogue(make_engine([Parser, Checker], config={"tls_before_auth": "0"}))
         self.addCleanup(smtp.close)
         self.ehlo(smtp)
-        self.assertEqual(smtp.send("AUTH MECH=LOGIN"), [(334, b64("Username:"))])
+        self.assertEqual(smtp.send("AUTH MECH=LOGIN"), [(334, None, b64("Username:"))])

@@ -27,6 +27,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.trial import unittest
 
 from qptwisted import OK, HookAnswer, Plugin, Transaction
+from qptwisted.core.replies import Reply, ReplyParser
 from qptwisted.service.server import SMTPFactory
 from qptwisted.testing import make_engine
 from qptwisted.testing.dns import start_dns_server
@@ -57,20 +58,16 @@ class Client(LineReceiver):
     delimiter = b"\r\n"
 
     def connectionMade(self) -> None:
-        self.lines: list[str] = []
-        self.pending: list[defer.Deferred[tuple[int, str]]] = [self.factory.greeting]  # type: ignore[attr-defined]
+        self.parser = ReplyParser(strict=True)
+        self.pending: list[defer.Deferred[Reply]] = [self.factory.greeting]  # type: ignore[attr-defined]
         self.closed: defer.Deferred[None] = defer.Deferred()
 
     def lineReceived(self, line: bytes) -> None:
-        text = line.decode()
-        self.lines.append(text[4:])
-        if text[3:4] != "-":
-            reply = (int(text[:3]), "\n".join(self.lines))
-            self.lines = []
+        for reply in self.parser.feed(line + b"\r\n"):
             self.pending.pop(0).callback(reply)
 
-    def send(self, line: str) -> defer.Deferred[tuple[int, str]]:
-        d: defer.Deferred[tuple[int, str]] = defer.Deferred()
+    def send(self, line: str) -> defer.Deferred[Reply]:
+        d: defer.Deferred[Reply] = defer.Deferred()
         self.pending.append(d)
         self.sendLine(line.encode())
         return d
@@ -131,14 +128,14 @@ class ChainTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_listed_greylisted_delivered_and_forged(self) -> Any:
         listed = yield self.session("127.0.0.2", "<alice@example.org>", None)
-        self.assertEqual(listed[1], (550, "5.7.1 127.0.0.2 is listed in bl.test"))
+        self.assertEqual(listed[1], (550, "5.7.1", "127.0.0.2 is listed in bl.test"))
 
         first = yield self.session("127.0.0.1", "<alice@example.org>", sign(MESSAGE))
-        self.assertEqual([code for code, _ in first], [250, 450])
-        self.assertIn("temporarily denied", first[1][1])
+        self.assertEqual([code for code, *_ in first], [250, 450])
+        self.assertIn("temporarily denied", first[1].text)
         self.clock.advance(301)
         retry = yield self.session("127.0.0.1", "<alice@example.org>", sign(MESSAGE))
-        self.assertEqual([code for code, _ in retry], [250, 250, 354, 250])
+        self.assertEqual([code for code, *_ in retry], [250, 250, 354, 250])
         self.assertEqual(len(KeepQueue.kept), 1)
         header = KeepQueue.kept[0].split(b"\n\n", 1)[0].decode()
         results = header.split("Authentication-Results: ", 1)[1].split("\nReceived", 1)[0]
@@ -152,6 +149,6 @@ class ChainTests(unittest.TestCase):
         yield self.session("127.0.0.3", "<alice@example.org>", forged)
         self.clock.advance(301)
         refused = yield self.session("127.0.0.3", "<alice@example.org>", forged)
-        self.assertEqual([code for code, _ in refused], [250, 250, 354, 552])
-        self.assertIn("failed DMARC policy of example.org", refused[-1][1])
+        self.assertEqual([code for code, *_ in refused], [250, 250, 354, 552])
+        self.assertIn("failed DMARC policy of example.org", refused[-1].text)
         self.assertEqual(len(KeepQueue.kept), 1)

@@ -15,7 +15,7 @@ from twisted.plugin import getPlugins
 from twisted.trial import unittest
 
 import twisted.plugins
-from qptwisted.core.config import ConfigError
+from qptwisted import ConfigError
 from qptwisted.core.engine import Engine
 from qptwisted.core.loader import discover, parse_plugin_line
 from qptwisted.testing import SMTPDialogue, make_engine, write_config
@@ -84,7 +84,7 @@ class ThirdPartyDropinTests(DiscoveryBase):
         self.assertFalse((root / "twisted" / "__init__.py").exists())
         self.assertFalse((root / "twisted" / "plugins" / "__init__.py").exists())
 
-        factories, errors = discover()
+        factories = discover().stock()
         self.assertIn(name, factories)
         self.assertEqual(factories[name].__module__, f"twisted.plugins.{module}")
         self.assertIn("rcpt_ok", factories)  # the stock plugins are still there
@@ -94,15 +94,16 @@ class ThirdPartyDropinTests(DiscoveryBase):
         self.assertEqual([plugin.plugin_name for plugin in engine.plugins], [name, "rcpt_ok"])
         smtp = SMTPDialogue(engine)
         smtp.send("EHLO client.test", "MAIL FROM:<a@example.org>")
-        [(code, text)] = smtp.send("RCPT TO:<hans@mx.test>")
-        self.assertEqual((code, text), (550, f"5.7.1 {name} says no to hans"))
+        [(code, _, text)] = smtp.send("RCPT TO:<hans@mx.test>")
+        self.assertEqual((code, text), (550, f"{name} says no to hans"))
         self.assertEqual(smtp.send("RCPT TO:<fritz@mx.test>")[0][0], 250)
         smtp.close()
 
     def test_broken_dropin_is_reported_by_name(self) -> None:
         module = self.unique("thirdparty_broken")
         self.dropin({module: "import qptwisted_no_such_dependency\n"})
-        factories, errors = discover()
+        index = discover()
+        factories, errors = index.stock(), index.errors
         self.flushLoggedErrors(ModuleNotFoundError)  # getPlugins logs it, too
         self.assertIn("rcpt_ok", factories)  # one broken dropin does not hide the others
         [error] = [error for error in errors if module in error]
@@ -117,14 +118,15 @@ class ThirdPartyDropinTests(DiscoveryBase):
         self.flushLoggedErrors(ModuleNotFoundError)
         message = str(raised.exception)
         self.assertIn("'thirdparty_broken_gate'", message)
-        self.assertIn("entry 2 ('thirdparty_broken_gate x')", message)
+        self.assertIn("line 2 ('thirdparty_broken_gate x')", message)
         self.assertIn(str(config / "plugins"), message)
         self.assertIn(module, message)
 
     def test_dropin_with_syntax_error_is_reported_by_file(self) -> None:
         module = self.unique("thirdparty_syntax")
         self.dropin({module: "def broken(:\n"})
-        factories, errors = discover()
+        index = discover()
+        factories, errors = index.stock(), index.errors
         self.flushLoggedErrors(SyntaxError)
         self.assertIn("rcpt_ok", factories)
         [error] = [error for error in errors if module in error]
@@ -144,10 +146,9 @@ class PluginDirsTests(DiscoveryBase):
     def test_plugin_from_config_plugin_dirs(self) -> None:
         directory = self.tempdir()
         name = self.unique("local_gate")
-        (directory / "sub").mkdir()
-        (directory / "sub" / "local_gate.py").write_text(GATE.format(cls="LocalGate", name=name))
-        self.assertIn(name, discover([str(directory)])[0])
-        self.assertNotIn(name, discover()[0])
+        (directory / f"{name}.py").write_text(GATE.format(cls="LocalGate", name=name))
+        self.assertTrue(discover([directory]).find(name))
+        self.assertNotIn(name, discover().stock())
 
         engine = make_engine([f"{name} otto", "rcpt_ok"], config={"plugin_dirs": str(directory)})
         smtp = SMTPDialogue(engine)
@@ -159,7 +160,7 @@ class PluginDirsTests(DiscoveryBase):
     def test_instances_with_separate_arguments(self) -> None:
         directory = self.tempdir()
         name = self.unique("multi_gate")
-        (directory / "multi.py").write_text(GATE.format(cls="MultiGate", name=name))
+        (directory / f"{name}.py").write_text(GATE.format(cls="MultiGate", name=name))
         engine = make_engine([f"{name}:0 anna", f"{name}:1 otto", "rcpt_ok"],
                              config={"plugin_dirs": str(directory)})
         first, second, _ = engine.plugins
@@ -170,18 +171,18 @@ class PluginDirsTests(DiscoveryBase):
                          [f"{name}:0", f"{name}:1", "rcpt_ok"])
         smtp = SMTPDialogue(engine)
         smtp.send("EHLO client.test", "MAIL FROM:<a@example.org>")
-        self.assertEqual(smtp.send("RCPT TO:<anna@mx.test>")[0], (550, f"5.7.1 {name} says no to anna"))
-        self.assertEqual(smtp.send("RCPT TO:<otto@mx.test>")[0], (550, f"5.7.1 {name} says no to otto"))
+        self.assertEqual(smtp.send("RCPT TO:<anna@mx.test>")[0], (550, "5.7.1", f"{name} says no to anna"))
+        self.assertEqual(smtp.send("RCPT TO:<otto@mx.test>")[0], (550, "5.7.1", f"{name} says no to otto"))
         self.assertEqual(smtp.send("RCPT TO:<hans@mx.test>")[0][0], 250)
         smtp.close()
 
     def test_broken_module_in_plugin_dirs_is_reported_with_its_path(self) -> None:
         directory = self.tempdir()
         (directory / "bad.py").write_text("raise RuntimeError('plugin module exploded')\n")
-        factories, errors = discover([str(directory)])
-        self.assertIn("rcpt_ok", factories)
-        [error] = [error for error in errors if "exploded" in error]
-        self.assertIn(str(directory / "bad.py"), error)
+        with self.assertRaises(ConfigError) as raised:
+            make_engine(["rcpt_ok", "bad"], config={"plugin_dirs": str(directory)})
+        self.assertIn(str(directory / "bad.py"), str(raised.exception))
+        self.assertIn("exploded", str(raised.exception))
 
     def test_parse_plugin_line(self) -> None:
         self.assertEqual(parse_plugin_line("queue/maildir:2  /var/mail  %d/%l"),

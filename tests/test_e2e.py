@@ -211,7 +211,7 @@ class DeliveryTests(E2EBase):
 
         with ThreadPoolExecutor(max_workers=count) as pool:
             replies = list(pool.map(client, tokens))
-        self.assertEqual([code for code, _ in replies], [250] * count)
+        self.assertEqual([code for code, *_ in replies], [250] * count)
         found: dict[str, int] = {}
         for raw in server.delivered():
             token = BytesParser().parsebytes(raw)["Subject"]

@@ -144,9 +144,15 @@ class PipeliningTests(Base):
     def test_greeting_only_after_the_connect_chain(self) -> None:
         d = self.dialogue(None, SlowConnect)
         self.assertEqual(d.greeting, [])
-        self.assertEqual(d.transport.producerState, "paused")
+        # before the greeting the server keeps reading (to see early talkers), but acts on nothing
+        self.assertEqual(d.transport.producerState, "producing")
+        self.assertFalse(d.session.connection.early_talker)
         # an early talker's command waits for the greeting
         self.assertEqual(d.send("EHLO client.test"), [])
+        self.assertTrue(d.session.connection.early_talker)
+        # and a flood before the greeting is not read into memory
+        d.send_raw(b"X" * 1000)
+        self.assertEqual(d.transport.producerState, "paused")
         self.clock.advance(2.9)
         self.assertEqual(d.replies(), [])
         self.clock.advance(0.1)

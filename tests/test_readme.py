@@ -38,8 +38,9 @@ class ReadmePluginListTests(unittest.TestCase):
     def test_every_stock_plugin_is_listed_with_a_config_line(self) -> None:
         from qptwisted.core.loader import discover
 
-        factories, errors = discover()
-        self.assertEqual(errors, [])
+        index = discover()
+        factories = index.stock()
+        self.assertEqual(index.errors, [])
         rows = re.findall(r"^\| `([^`]+)` \| .* \| `([^`]+)` \|$", README.read_text(encoding="utf-8"), re.M)
         listed = {name: line for name, line in rows}
         stock = {name for name, factory in factories.items()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
@@ -33,6 +33,7 @@ from qptwisted import (
     Plugin,
     Transaction,
 )
+from qptwisted.core.hooks import is_fault
 from qptwisted.core.replies import format_reply
 from qptwisted.testing import make_engine, make_transaction, run_hook
 
@@ -498,18 +499,32 @@ class ChainRuleTests(unittest.SynchronousTestCase):
         self.assertEqual(self.successResultOf(result), HookResult(DENY, "no", None, "p2"))
         self.assertEqual(calls, ["p1", "p2"])
 
-    def test_plugin_that_raises_is_logged_and_skipped(self) -> None:
+    def test_plugin_that_raises_fails_the_chain_closed(self) -> None:
         def boom() -> None:
             raise RuntimeError("kaboom")
 
-        result, observer = self.run_rcpt(chain_plugin("crasher", boom), chain_plugin("after", OK))
+        calls: list[str] = []
+        result, observer = self.run_rcpt(chain_plugin("crasher", boom), chain_plugin("after", OK, calls))
         answer = self.successResultOf(result)
-        self.assertEqual((answer.code, answer.plugin), (OK, "after"))
+        self.assertEqual((answer.code, answer.plugin), (DENYSOFT, "crasher"))
+        self.assertTrue(is_fault(answer))
+        self.assertEqual(calls, [])  # a broken plugin never lets a later one accept
         crit = [log for log in observer.logs if log[0] == LOGCRIT]
         self.assertEqual(len(crit), 1, observer.logs)
         self.assertEqual(crit[0][2], "crasher")
         self.assertIn("kaboom", crit[0][3])
-        self.assertIn("FATAL PLUGIN ERROR [crasher]", crit[0][3])
+        self.assertIn("PLUGIN ERROR [crasher] hook rcpt", crit[0][3])
+        self.assertEqual(observer.engine.hooks.faults[("crasher", "rcpt")], 1)
+
+    def test_fail_open_plugin_is_skipped(self) -> None:
+        def boom() -> None:
+            raise RuntimeError("kaboom")
+
+        advisory = chain_plugin("advisory", boom)
+        advisory.fail_open = True
+        result, observer = self.run_rcpt(advisory, chain_plugin("after", OK))
+        self.assertEqual(self.successResultOf(result)[:2], (OK, None))
+        self.assertIn("skipped", [log for log in observer.logs if log[0] == LOGCRIT][0][3])
 
     def test_none_counts_as_declined(self) -> None:
         result, _ = self.run_rcpt(chain_plugin("silent", None), chain_plugin("after", (OK, "fine")))
@@ -519,12 +534,15 @@ class ChainRuleTests(unittest.SynchronousTestCase):
         result, _ = self.run_rcpt(chain_plugin("silent", None), chain_plugin("quiet", DECLINED))
         self.assertEqual(self.successResultOf(result).code, DECLINED)
 
-    def test_unknown_integer_is_logged_and_skipped(self) -> None:
-        result, observer = self.run_rcpt(chain_plugin("weird", 12345), chain_plugin("after", DENYSOFT))
-        self.assertEqual(self.successResultOf(result).code, DENYSOFT)
-        errors = [log for log in observer.logs if log[0] == LOGERROR and log[2] == "weird"]
-        self.assertEqual(len(errors), 1, observer.logs)
-        self.assertIn("12345", errors[0][3])
+    def test_non_answers_fail_the_chain_closed(self) -> None:
+        for nonsense in (12345, (550, "no"), True, "no", [OK]):
+            result, observer = self.run_rcpt(chain_plugin("weird", nonsense), chain_plugin("after", OK))
+            answer = self.successResultOf(result)
+            self.assertEqual((answer.code, answer.plugin), (DENYSOFT, "weird"), nonsense)
+            self.assertTrue(is_fault(answer))
+            errors = [log for log in observer.logs if log[0] == LOGCRIT and log[2] == "weird"]
+            self.assertEqual(len(errors), 1, observer.logs)
+            self.assertIn(repr(nonsense), errors[0][3])
 
     def test_deny_and_ok_observers_fire_per_plugin(self) -> None:
         result, observer = self.run_rcpt(chain_plugin("p1", DECLINED),
@@ -565,12 +583,14 @@ class ChainRuleTests(unittest.SynchronousTestCase):
         self.assertEqual(self.successResultOf(result), HookResult(DENY, "late no", None, "p1"))
         self.assertEqual(calls, ["p1"])
 
-    def test_deferred_failure_is_logged_and_skipped(self) -> None:
-        pending: Deferred[Any] = Deferred()
-        result, observer = self.run_rcpt(chain_plugin("p1", lambda: pending), chain_plugin("p2", DENY))
-        pending.errback(ValueError("broken backend"))
-        self.assertEqual(self.successResultOf(result).plugin, "p2")
-        self.assertTrue(any("broken backend" in log[3] and log[0] == LOGCRIT for log in observer.logs))
+    def test_deferred_failure_fails_the_chain_closed(self) -> None:
+        for error in (ValueError("broken backend"), CancelledError("cancelled inside the plugin")):
+            pending: Deferred[Any] = Deferred()
+            result, observer = self.run_rcpt(chain_plugin("p1", lambda p=pending: p), chain_plugin("p2", OK))
+            pending.errback(error)
+            answer = self.successResultOf(result)
+            self.assertEqual((answer.code, answer.plugin), (DENYSOFT, "p1"))
+            self.assertTrue(any(str(error) in log[3] and log[0] == LOGCRIT for log in observer.logs))
 
     def test_async_def_hook(self) -> None:
         pending: Deferred[str] = Deferred()

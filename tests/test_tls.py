@@ -26,10 +26,10 @@ from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 from qptwisted import OK, ConfigError, HookAnswer, Plugin, Transaction
-from qptwisted.service.server import QPSMTPDService, SMTPFactory
-from qptwisted.testing import make_engine, write_config
 from qptwisted.lib.tls import load_bundle_files, make_self_signed
 from qptwisted.lib.tls import main as selfsigned_main
+from qptwisted.service.server import QPSMTPDService, SMTPFactory
+from qptwisted.testing import make_engine, write_config
 
 USER, SECRET = "good@example.com", "secret-pw"
 PATIENCE = 60.0

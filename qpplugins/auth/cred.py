@@ -5,13 +5,13 @@ before the plugins load, and every PLAIN or LOGIN attempt becomes
 ``UsernamePassword`` credentials (CRAM-MD5 becomes ``CramMD5Credentials``,
 offered only when the portal has a checker for ``IUsernameHashedPassword``).
 The plugin asks the portal for the avatar interface
-``qptwisted.smtp.sasl.ISMTPAuthenticatedUser``: a successful login is 235,
+``qptwisted.lib.sasl.ISMTPAuthenticatedUser``: a successful login is 235,
 ``UnauthorizedLogin`` is 535, any other error a temporary failure (454).
-``qptwisted.smtp.sasl.simple_portal(*checkers)`` builds a portal whose realm grants
+``qptwisted.lib.sasl.simple_portal(*checkers)`` builds a portal whose realm grants
 that interface::
 
     from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
-    from qptwisted.smtp.sasl import register_portal, simple_portal
+    from qptwisted.lib.sasl import register_portal, simple_portal
 
     register_portal(simple_portal(my_checker), "default")
 
@@ -31,7 +31,7 @@ from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.python.failure import Failure
 
 from qptwisted import DENY, DENYSOFT, LOGERROR, OK, ConfigError, HookAnswer, Plugin, Transaction
-from qptwisted.smtp.sasl import ISMTPAuthenticatedUser, get_portal
+from qptwisted.lib.sasl import ISMTPAuthenticatedUser, get_portal
 
 
 class CredAuth(Plugin):
@@ -47,7 +47,7 @@ class CredAuth(Plugin):
         portal = get_portal(self.portal_name)
         if portal is None:
             raise ConfigError(f"auth/cred: no portal registered as {self.portal_name!r} "
-                              "(qptwisted.smtp.sasl.register_portal)")
+                              "(qptwisted.lib.sasl.register_portal)")
         self.portal = portal
         self.register_hook("auth_plain", self.check)
         self.register_hook("auth_login", self.check)

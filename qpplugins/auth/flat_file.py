@@ -32,7 +32,7 @@ import hmac
 from typing import Any
 
 from qptwisted import DECLINED, DENY, LOGINFO, OK, ConfigError, HookAnswer, Plugin, Transaction
-from qptwisted.smtp.sasl import cram_md5_matches
+from qptwisted.lib.sasl import cram_md5_matches
 
 
 def _verify_hash(secret: str, password: str) -> bool:

@@ -107,7 +107,7 @@ class RelayQueue(Plugin):
         self.tls_name = options.get("tls_name") or self.host
         self.use_xclient = options.get("xclient", "no").lower() in _TRUE
         self.use_xforward = options.get("xforward", "no").lower() in _TRUE
-        self.helo_name = options.get("helo") or self.engine.me
+        self.helo_name = options.get("helo") or self.engine.settings.me
         self.timeouts = Timeouts(connect=float(options.get("connect_timeout", 30)),
                                  command=float(options.get("timeout", 300)),
                                  data=float(options.get("data_timeout", 600)))

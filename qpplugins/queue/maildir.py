@@ -18,77 +18,12 @@ config/plugins::
 
 from __future__ import annotations
 
-import itertools
 import os
-import socket
-import time
-from collections import defaultdict
-from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
-from twisted.python.failure import Failure
 
-from qptwisted import DENYSOFT, LOGERROR, OK, Address, Plugin, Transaction
-
-_counter = itertools.count()
-
-
-def maildir_name() -> str:
-    """A unique Maildir file name (time, microseconds, pid, counter, host)."""
-    now = time.time()
-    return (f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_counter)}."
-            f"{socket.gethostname().replace('/', '_').replace(':', '_')}")
-
-
-def fsync_dir(path: str) -> None:
-    """Make a rename in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def deliver(directories: dict[str, list[Address]], sender: Address, chunks: list[bytes],
-            mode: int) -> list[str]:
-    """Write one message into each Maildir; all or nothing. Runs in a thread."""
-    staged: list[tuple[str, str]] = []
-    done: list[str] = []
-    try:
-        for directory, recipients in directories.items():
-            for sub in ("tmp", "new", "cur"):
-                os.makedirs(os.path.join(directory, sub), exist_ok=True)
-            name = maildir_name()
-            tmp = os.path.join(directory, "tmp", name)
-            staged.append((tmp, os.path.join(directory, "new", name)))
-            head = [f"Return-Path: {sender}\n".encode()]
-            head += [f"Delivered-To: {rcpt.address}\n".encode() for rcpt in reversed(recipients)]
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-            with os.fdopen(fd, "wb") as handle:
-                handle.writelines(head)
-                handle.writelines(chunks)
-                handle.flush()
-                os.fsync(handle.fileno())
-        for tmp, new in staged:
-            os.link(tmp, new)
-            done.append(new)
-        for _, new in staged:
-            fsync_dir(os.path.dirname(new))
-        return done
-    except BaseException:
-        for path in done:
-            _unlink(path)
-        raise
-    finally:
-        for tmp, _ in staged:
-            _unlink(tmp)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+from qptwisted import Address, Plugin, Transaction
+from qptwisted.lib.maildir import deliver_to_maildirs
 
 
 class Maildir(Plugin):
@@ -116,30 +51,4 @@ class Maildir(Plugin):
         return os.path.join(self.base, sub)
 
     def hook_queue(self, transaction: Transaction) -> Deferred[object]:
-        return queue_to_maildirs(self, transaction, self.directory_for, self.mode)
-
-
-def queue_to_maildirs(plugin: Plugin, transaction: Transaction, directory_for: Callable[[Address], str],
-                      mode: int) -> Deferred[object]:
-    """Deliver ``transaction`` into the Maildir of each recipient on the thread pool.
-
-    Answers ``250 Queued! <Message-Id>`` once every copy is durable, else 452.
-    """
-    directories: dict[str, list[Address]] = defaultdict(list)
-    for rcpt in transaction.recipients:
-        directories[directory_for(rcpt)].append(rcpt)
-    chunks = list(transaction.iter_message())
-    sender = transaction.sender
-    assert sender is not None
-    message_id = transaction.message_id or ""
-
-    def delivered(paths: list[str]) -> tuple[object, str]:
-        transaction.notes["queue_id"] = os.path.basename(paths[0])
-        return OK, f"Queued! {message_id}".rstrip()
-
-    def failed(failure: Failure) -> tuple[object, str]:
-        plugin.log(LOGERROR, f"delivery failed: {failure.getErrorMessage()}")
-        return DENYSOFT, "Queue error, try again later (#4.3.0)"
-
-    deferred = plugin.defer_to_thread(deliver, dict(directories), sender, chunks, mode)
-    return deferred.addCallbacks(delivered, failed)
+        return deliver_to_maildirs(self, transaction, self.directory_for, self.mode)

@@ -31,8 +31,8 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from qpplugins.queue._sqldb import Database
-from qpplugins.queue.maildir import queue_to_maildirs
 from qptwisted import DECLINED, DENY, DENYSOFT, LOGERROR, OK, Address, Plugin, Transaction
+from qptwisted.lib.maildir import deliver_to_maildirs
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS domain (
@@ -103,4 +103,4 @@ class MaildirDomain(Plugin):
     def hook_queue(self, transaction: Transaction) -> Deferred[Any] | Any:
         if not transaction.recipients:
             return DECLINED
-        return queue_to_maildirs(self, transaction, self.directory_for, self.mode)
+        return deliver_to_maildirs(self, transaction, self.directory_for, self.mode)

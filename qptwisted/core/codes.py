@@ -75,6 +75,29 @@ class LogLevel(IntEnum):
 
 LOGEMERG, LOGALERT, LOGCRIT, LOGERROR, LOGWARN, LOGNOTICE, LOGINFO, LOGDEBUG = tuple(LogLevel)
 
+_LEVEL_NAMES = {"WARNING": LogLevel.WARN, "ERR": LogLevel.ERROR, "EMERGENCY": LogLevel.EMERG,
+                "CRITICAL": LogLevel.CRIT, **{level.name: level for level in LogLevel}}
+
+
+def parse_level(text: str, base: int = int(LogLevel.WARN)) -> int:
+    """A log level as qpsmtpd's config files and plugin arguments write it.
+
+    ``0``..``7``; ``LOGINFO``, ``LOGDEBUG`` ... (with or without the ``LOG``
+    prefix, any case); ``+N``/``-N`` relative to ``base``, clamped to 0..7.
+    Raises ``ValueError`` for anything else.
+    """
+    word = text.strip()
+    if word[:1] in "+-" and word[1:].isdigit():
+        return min(7, max(0, base + int(word)))
+    if word.isdigit() and int(word) <= 7:
+        return int(word)
+    name = word.upper()
+    name = name[3:] if name.startswith("LOG") else name
+    level = _LEVEL_NAMES.get(name)
+    if level is None:
+        raise ValueError(f"{text!r} is not a log level (0..7, LOGDEBUG .. LOGEMERG, +N, -N)")
+    return int(level)
+
 
 def to_result(value: Any, plugin: str | None = None) -> HookResult | None:
     """Turn what a hook returned into a :class:`HookResult`.

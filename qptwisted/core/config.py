@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from qptwisted.core.codes import parse_level
+
 _PACKAGE = Path(__file__).resolve().parent.parent
 _PACKAGE_CONFIG = _PACKAGE / "default_config"
 _CHECKOUT_CONFIG = _PACKAGE.parent / "config"
@@ -12,6 +14,23 @@ _CHECKOUT_CONFIG = _PACKAGE.parent / "config"
 
 class ConfigError(Exception):
     """A configuration that cannot be used; the message says which file and why."""
+
+
+_TRUE = frozenset({"1", "yes", "on", "true"})
+_FALSE = frozenset({"0", "no", "off", "false", ""})
+
+
+def parse_bool(text: str) -> bool:
+    """The one reading of a yes/no value: ``1 yes on true`` and ``0 no off false`` (any case).
+
+    Anything else raises ``ValueError``: a typo must not silently mean "off".
+    """
+    word = text.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueError(f"{text!r} is not a yes/no value (use 1/0, yes/no, on/off, true/false)")
 
 
 def default_config_dir() -> str:
@@ -39,6 +58,22 @@ class Config:
         """Where the file ``name`` lives."""
         return self.directory / name
 
+    def resolve(self, name: str | os.PathLike[str]) -> Path:
+        """A path named in the configuration: relative paths are taken in the config directory."""
+        path = Path(name).expanduser()
+        return path if path.is_absolute() else self.directory / path
+
+    def plugin_dirs(self) -> list[Path]:
+        """The directories of ``config/plugin_dirs``, in order; a missing one is an error."""
+        found = []
+        for entry in self.get_list("plugin_dirs"):
+            path = self.resolve(entry)
+            if not path.is_dir():
+                raise ConfigError(f"config file {self.path('plugin_dirs')}: {entry!r}: no such directory "
+                                  f"({path})")
+            found.append(path)
+        return found
+
     def get_list(self, name: str) -> list[str]:
         """Every value of ``name`` (an empty list if the file does not exist)."""
         values = self._cache.get(name)
@@ -60,6 +95,36 @@ class Config:
             return int(value.split()[0])
         except ValueError:
             raise ConfigError(f"config file {self.path(name)}: {value!r} is not a number") from None
+
+    def get_float(self, name: str, default: float) -> float:
+        """The first value of ``name`` as a number (fractions allowed)."""
+        value = self.get(name)
+        if value is None:
+            return default
+        try:
+            return float(value.split()[0])
+        except ValueError:
+            raise ConfigError(f"config file {self.path(name)}: {value!r} is not a number") from None
+
+    def get_level(self, name: str, default: int) -> int:
+        """The first value of ``name`` as a log level (``6``, ``LOGINFO``, ``+1``)."""
+        value = self.get(name)
+        if value is None:
+            return default
+        try:
+            return parse_level(value.split()[0], default)
+        except ValueError as err:
+            raise ConfigError(f"config file {self.path(name)}: {err}") from None
+
+    def get_bool(self, name: str, default: bool) -> bool:
+        """The first value of ``name`` as yes/no (see :func:`parse_bool`)."""
+        value = self.get(name)
+        if value is None:
+            return default
+        try:
+            return parse_bool(value.split()[0] if value.split() else value)
+        except ValueError as err:
+            raise ConfigError(f"config file {self.path(name)}: {err}") from None
 
     def _read(self, path: Path, seen: set[Path]) -> list[str]:
         if path in seen:

@@ -1,30 +1,37 @@
-"""The engine: configuration, the loaded plugin chain, clock, log and thread pool.
+"""The engine: settings, the loaded plugin chain, clock, log, thread pool, resolver, and their lifecycle.
 
-One engine serves every connection of a listener; SIGHUP builds a new one for
-new connections while connections in progress finish on the old.
+One engine serves every connection of a listener. A reload (SIGHUP) builds a
+new engine for new connections; the old one is *retired*: connections in
+progress finish on it, and when the last has ended it is *closed* — every
+plugin's ``close()`` runs, its timers stop and its own thread pool (if it has
+one) is stopped, so nothing a plugin holds (database handles, Redis
+connections, timers) outlives its engine.
 """
 
 from __future__ import annotations
 
-import socket
-import tempfile
 import threading
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from qptwisted.mail.address import Address
-from qptwisted.core.codes import LOGINFO, LOGWARN, OK, LogLevel
+from qptwisted.core.codes import LOGDEBUG, LOGERROR, LOGINFO, OK
 from qptwisted.core.config import Config, ConfigError
 from qptwisted.core.hooks import HookRunner
-from qptwisted.core.loader import discover, parse_plugin_line
-from qptwisted.core.plugin import Plugin
+from qptwisted.core.loader import PluginIndex, discover, parse_plugin_line
+from qptwisted.core.resolver import Resolver
+from qptwisted.core.settings import Settings
+from qptwisted.interfaces import IQPPlugin
+
+if TYPE_CHECKING:
+    from qptwisted.mail.address import Address
 
 _T = TypeVar("_T")
 _logger = Logger(namespace="qptwisted")
@@ -39,10 +46,17 @@ class Engine:
 
     Build it with :meth:`from_config`; plugins are loaded from
     ``config/logging`` first, then ``config/plugins``.
+
+    ``threadpool`` is the pool for blocking plugin work; the service that
+    owns it passes it in (and stops it). Without one, the engine starts its
+    own on first use and stops it when it is closed. ``resources`` holds
+    objects an embedding application hands to its plugins (a database pool,
+    a cred portal), which they read as ``self.engine.resources["name"]``.
     """
 
     def __init__(self, config: Config, clock: IReactorTime | None = None,
-                 threadpool: ThreadPool | None = None) -> None:
+                 threadpool: ThreadPool | None = None,
+                 resources: Mapping[str, Any] | None = None) -> None:
         if clock is None:
             from twisted.internet import reactor
 
@@ -50,61 +64,61 @@ class Engine:
         assert clock is not None
         self.config = config
         self.clock = clock
-        self._threadpool = threadpool
-        self._logging = False
-        self.loglevel = config.get_int("loglevel", int(LOGWARN))
+        self.settings = Settings.from_config(config)
+        self.resources: dict[str, Any] = dict(resources or {})
         self.hooks = HookRunner(clock, self.log)
-        self.plugins: list[Plugin] = []
-        get_int = config.get_int
-        self.me = config.get("me") or socket.gethostname()
-        self.greeting = config.get("smtpgreeting")
-        self.databytes = get_int("databytes", 0)
-        self.timeout = get_int("timeout", 1200)
-        self.command_timeout = get_int("timeoutsmtpd", self.timeout)
-        self.spool_dir = config.get("spool_dir") or tempfile.gettempdir()
-        self.size_threshold = get_int("size_threshold", 1 << 20)
-        self.max_command_length = get_int("max_command_length", 512)
-        self.max_line_length = get_int("max_line_length", 1000)
-        self.max_header_size = get_int("max_header_size", 1 << 20)
-        self.max_recipients = get_int("max_recipients", 1000)
-        self.plugin_timeout = float(get_int("plugin_timeout", 120))
-        self.auth_results_id = config.get("me-auth-results") or self.me
+        self.plugins: list[IQPPlugin] = []
+        self._threadpool = threadpool
+        self._own_pool: ThreadPool | None = None
+        self._timers: list[LoopingCall] = []
+        self._resolver: Any = None
+        self._logging = False
+        self._connections = 0
+        self._retired: Deferred[None] | None = None
+        self._closing: Deferred[None] | None = None
 
     # -- construction -------------------------------------------------------
     @classmethod
     def from_config(cls, directory: str, clock: IReactorTime | None = None,
                     threadpool: ThreadPool | None = None,
-                    plugin_lines: Iterable[str] | None = None) -> Engine:
+                    plugin_lines: Iterable[str] | None = None,
+                    resources: Mapping[str, Any] | None = None) -> Engine:
         """Build an engine from a config directory and load its plugins.
 
         ``plugin_lines`` replaces ``config/plugins`` (tests, embedding).
-        Raises :class:`ConfigError` naming the plugin and line that failed.
+        Raises :class:`ConfigError` naming the plugin and line that failed;
+        the plugins loaded before the failure are closed again.
         """
-        engine = cls(Config(directory), clock, threadpool)
-        factories, errors = discover(engine.config.get_list("plugin_dirs"))
-        engine._load(factories, errors, engine.config.get_list("logging"), "logging")
-        lines = engine.config.get_list("plugins") if plugin_lines is None else list(plugin_lines)
-        engine._load(factories, errors, lines, "plugins")
+        engine = cls(Config(directory), clock, threadpool, resources)
+        try:
+            factories = discover(engine.config.plugin_dirs())
+            engine._load(factories, engine.config.get_list("logging"), "logging")
+            lines = engine.config.get_list("plugins") if plugin_lines is None else list(plugin_lines)
+            engine._load(factories, lines, "plugins")
+        except BaseException:
+            engine.close()
+            raise
         return engine
 
-    def _load(self, factories: dict[str, Any], errors: list[str], lines: list[str], source: str) -> None:
+    def _load(self, factories: PluginIndex, lines: list[str], source: str) -> None:
         for number, line in enumerate(lines, 1):
-            name, instance, args = parse_plugin_line(line)
-            factory = factories.get(name)
-            where = f"{self.config.path(source)}, entry {number} ({line!r})"
-            if factory is None:
-                hint = "; import errors: " + "; ".join(errors) if errors else ""
-                raise ConfigError(f"plugin {name!r} not found: {where}{hint}")
+            where = f"{self.config.path(source)} line {number} ({line!r})"
+            spec = parse_plugin_line(line, where)
+            factory = factories.find(spec.name, where)
             try:
-                self.add_plugin(factory(self, args, instance))
-            except ConfigError:
-                raise
+                plugin = factory(self, spec.args, spec.instance)
+                plugin.source = factories.origin(spec.name)
+                self.add_plugin(plugin)
+            except ConfigError as err:
+                raise ConfigError(f"{err} [{where}]") from None
             except Exception as err:
-                raise ConfigError(f"plugin {name!r} failed to load: {where}: "
-                                  f"{type(err).__name__}: {err}") from err
+                raise ConfigError(f"plugin {spec.name} failed to load: {type(err).__name__}: {err} "
+                                  f"[{where}]") from err
+            self.log(LOGDEBUG, f"loaded {plugin.plugin_name} from {plugin.source}")
 
-    def add_plugin(self, plugin: Plugin) -> Plugin:
-        """Register a plugin instance: its ``hook_*`` methods, then its ``register``."""
+    def add_plugin(self, plugin: IQPPlugin) -> IQPPlugin:
+        """Register a plugin instance: parse its arguments, its ``hook_*`` methods, then ``register``."""
+        plugin.configure()
         for attribute in dir(type(plugin)):
             if attribute.startswith("hook_"):
                 plugin.register_hook(attribute[5:], getattr(plugin, attribute))
@@ -112,56 +126,91 @@ class Engine:
         self.plugins.append(plugin)
         return plugin
 
+    def plugin(self, name: str) -> IQPPlugin:
+        """The loaded plugin named ``name`` (its instance name, e.g. ``dnsbl:2``, or its name)."""
+        for plugin in self.plugins:
+            if plugin.plugin_name == name:
+                return plugin
+        for plugin in self.plugins:
+            if plugin.name == name:
+                return plugin
+        raise KeyError(f"no plugin {name!r} is loaded (loaded: "
+                       f"{', '.join(p.plugin_name for p in self.plugins) or 'none'})")
+
     # -- services for plugins ------------------------------------------------
     def config_list(self, name: str) -> list[str]:
         """Config values of ``name``: a ``config`` hook's OK answer, else the file."""
-        return self._hook_config("config", (name,)) or self.config.get_list(name)
+        return self._hook_config("config", name) or self.config.get_list(name)
 
     def user_config(self, address: Address, name: str) -> list[str]:
         """Per-user config (qpsmtpd's ``$address->config``): the ``user_config`` hook, else global."""
-        return self._hook_config("user_config", (address, name)) or self.config_list(name)
+        return self._hook_config("user_config", address, name) or self.config_list(name)
 
-    def _hook_config(self, hook: str, args: tuple[Any, ...]) -> list[str] | None:
-        # Config hooks answer synchronously, (OK, value, ...); they run outside any transaction.
-        for registration in self.hooks.chains.get(hook, ()):
-            answer = registration.function(None, *args)
-            if isinstance(answer, tuple) and answer and answer[0] == OK:
-                return [str(value) for value in answer[1:] if value is not None]
-        return None
+    def _hook_config(self, hook: str, *args: Any) -> list[str] | None:
+        if not self.hooks.has(hook):
+            return None
+        result = self.hooks.run_sync(hook, None, *args)
+        if result.code != OK:
+            return None
+        values = result.value if isinstance(result.value, list) else \
+            [result.message if result.message is not None else result.value]
+        return [str(value) for value in values if value is not None]
+
+    @property
+    def loglevel(self) -> int:
+        """The configured log level (0 emergency … 7 debug)."""
+        return self.settings.loglevel
 
     def log(self, level: int, message: str, plugin: str | None = None, hook: str | None = None,
             failure: Failure | None = None, **_: Any) -> None:
         """Log through the ``logging`` hook, else Twisted's log when ``level <= loglevel``."""
-        if self.hooks.chains.get("logging") and not self._logging:
-            self._logging = True
+        if not self._logging and self.hooks.has("logging"):
+            self._logging = True  # a logging plugin that logs (or breaks) must not recurse
             try:
-                for registration in self.hooks.chains["logging"]:
-                    registration.function(self.hooks.current, level, hook, plugin, message)
+                self.hooks.run_sync("logging", self.hooks.current, level, hook, plugin, message)
             finally:
                 self._logging = False
             return
-        if level <= self.loglevel:
+        if level <= self.settings.loglevel:
             tag = f"[{plugin}] " if plugin else ""
             extra = {"log_failure": failure} if failure is not None else {}
             _LOGGER_LEVELS[min(max(level, 0), 7)]("{tag}{message}", tag=tag, message=message, **extra)
 
     def defer_to_thread(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> Deferred[_T]:
         """Run blocking work on the engine's bounded thread pool."""
-        if self._threadpool is None:
-            self._threadpool = shared_threadpool()
+        pool = self._threadpool
+        if pool is None:
+            pool = self._threadpool = self._own_pool = _start_pool()
         reactor: Any = self.clock
         if not hasattr(reactor, "callFromThread"):  # an injected Clock: results come back via the reactor
             from twisted.internet import reactor
-        return deferToThreadPool(reactor, self._threadpool, function, *args, **kwargs)
+        return deferToThreadPool(reactor, pool, function, *args, **kwargs)
+
+    def call_every(self, seconds: float, function: Callable[[], Any], now: bool = False) -> LoopingCall:
+        """Call ``function`` every ``seconds`` on the engine's clock until the engine closes.
+
+        A failure is logged and the calls go on (a store that cannot prune now may next time).
+        """
+
+        def guarded() -> Any:
+            d = maybeDeferred(function)
+            d.addErrback(lambda failure: self.log(LOGERROR, f"periodic {getattr(function, '__name__', '')} "
+                                                  f"failed: {failure.getErrorMessage()}", failure=failure))
+            return d
+
+        call = LoopingCall(guarded)
+        call.clock = self.clock
+        self._timers.append(call)
+        call.start(seconds, now=now)
+        return call
 
     @property
-    def resolver(self) -> Any:
-        """The DNS resolver facade (:class:`qptwisted.lib.dns.Resolver`), built on first use."""
-        if getattr(self, "_resolver", None) is None:
-            from qptwisted.lib.dns import Resolver
-
-            self._resolver = Resolver.from_config(self)
-        return self._resolver
+    def resolver(self) -> Resolver:
+        """The DNS resolver (:class:`qptwisted.core.resolver.Resolver`), built on first use."""
+        if self._resolver is None:
+            reactor = self.clock if hasattr(self.clock, "connectUDP") else None
+            self._resolver = Resolver.from_config(self.config_list, reactor)
+        return self._resolver  # type: ignore[no-any-return]
 
     @resolver.setter
     def resolver(self, resolver: Any) -> None:
@@ -170,29 +219,90 @@ class Engine:
     def describe(self) -> str:
         """One line for the start-up log."""
         names = ", ".join(plugin.plugin_name for plugin in self.plugins)
-        return f"qptwisted engine for {self.me}: {len(self.plugins)} plugins ({names})"
+        return f"qptwisted engine for {self.settings.me}: {len(self.plugins)} plugins ({names})"
 
+    # -- lifecycle ----------------------------------------------------------------
+    def acquire(self) -> None:
+        """A connection starts using this engine."""
+        self._connections += 1
 
-_pool: ThreadPool | None = None
+    def release(self) -> None:
+        """A connection that used this engine ended; a retired engine closes after its last."""
+        self._connections -= 1
+        if self._connections <= 0 and self._retired is not None:
+            self.close().chainDeferred(self._retired)
+
+    @property
+    def connections(self) -> int:
+        """Connections in progress on this engine."""
+        return self._connections
+
+    def retire(self) -> Deferred[None]:
+        """Take no new connections; close once the connections in progress have ended."""
+        if self._retired is None:
+            self._retired = Deferred()
+            if self._connections <= 0:
+                self.close().chainDeferred(self._retired)
+        return self._retired
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has been called."""
+        return self._closing is not None
+
+    def close(self) -> Deferred[None]:
+        """Release everything: plugins' ``close()`` (last loaded first), timers, the own thread pool.
+
+        Idempotent; the Deferred fires when every plugin has closed. A
+        plugin whose ``close()`` fails is logged; the others still close.
+        """
+        if self._closing is not None:
+            return self._closing if not self._closing.called else succeed(None)
+        for call in self._timers:
+            if call.running:
+                call.stop()
+        self._timers = []
+        closing = []
+        for plugin in reversed(self.plugins):
+            d = maybeDeferred(plugin.close)
+            d.addErrback(self._close_failed, plugin)
+            closing.append(d)
+        done: Deferred[None] = DeferredList(closing).addCallback(lambda _: self._stop_own_pool())
+        self._closing = done
+        self.log(LOGINFO, f"engine closed ({len(self.plugins)} plugins)")
+        return done
+
+    def _close_failed(self, failure: Failure, plugin: IQPPlugin) -> None:
+        self.log(LOGERROR, f"close() failed: {failure.getErrorMessage()}", plugin=plugin.plugin_name,
+                 failure=failure)
+
+    def _stop_own_pool(self) -> None:
+        pool, self._own_pool = self._own_pool, None
+        if pool is not None:
+            if pool is self._threadpool:
+                self._threadpool = None
+            pool.stop()
 
 
 def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
     return threading.Thread(*args, daemon=True, **kwargs)
 
 
-def shared_threadpool(size: int = 10) -> ThreadPool:
-    """The process-wide bounded pool for blocking plugin work, started on first use."""
-    global _pool
-    if _pool is None:
-        from twisted.internet import reactor
+def new_threadpool(size: int = 10) -> ThreadPool:
+    """A bounded pool for blocking plugin work, not started.
 
-        _pool = ThreadPool(minthreads=0, maxthreads=size, name="qptwisted")
-        # Daemon workers: a process whose reactor never shuts down (a test run, an
-        # embedding script) must still be able to exit; twistd stops the pool at shutdown.
-        _pool.threadFactory = _daemon_thread  # type: ignore[assignment]
-        _pool.start()
-        reactor.addSystemEventTrigger("during", "shutdown", _pool.stop)  # type: ignore[attr-defined]
-    return _pool
+    Daemon workers: a process whose reactor never shuts down (a test run, an
+    embedding script) must still be able to exit.
+    """
+    pool = ThreadPool(minthreads=0, maxthreads=size, name="qptwisted")
+    pool.threadFactory = _daemon_thread  # type: ignore[assignment]
+    return pool
 
 
-__all__ = ["Engine", "ConfigError", "LogLevel", "LOGINFO", "shared_threadpool"]
+def _start_pool() -> ThreadPool:
+    pool = new_threadpool()
+    pool.start()
+    return pool
+
+
+__all__ = ["Engine", "new_threadpool"]

@@ -1,50 +1,201 @@
-"""The hook chain runner: plugins in order, first non-DECLINED answer wins.
+"""The hook table and the chain runner.
 
-Synchronous answers take a fast path that creates no Deferred at all;
-a plugin that returns a Deferred or is an ``async def`` suspends the chain,
-bounded by its timeout on the engine's clock.
+Every fact about a hook lives in one :class:`HookSpec` in :data:`HOOKS`: its
+arguments, whether it must answer synchronously, whether the ``deny``/``ok``
+observers hear its answers, whether a broken plugin fails it closed, and the
+reply table that turns its answers into SMTP replies.
+
+:class:`HookRunner` runs chains: plugins in order, the first answer that is
+not DECLINED wins. Synchronous answers take a fast path that creates no
+Deferred at all; a plugin that returns a Deferred or is an ``async def``
+suspends the chain, bounded by its timeout on the engine's clock.
+
+A plugin that raises, returns something that is not an answer, or whose
+Deferred fails, fails the chain *closed*: the chain answers DENYSOFT with the
+:data:`~qptwisted.core.replies.FAULT` reply (451 4.3.0) and the log names
+plugin and hook; a plugin loaded with ``fail_open`` is skipped instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from inspect import iscoroutine
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
+from qptwisted.core import replies
 from qptwisted.core.codes import (
     DECLINED,
     DENY_CODES,
+    DENY_DISCONNECT,
     DENYSOFT,
+    DENYSOFT_DISCONNECT,
     LOGCRIT,
     LOGERROR,
     NO_ANSWER,
+    Code,
     HookResult,
     to_result,
 )
+from qptwisted.core.config import ConfigError
+from qptwisted.core.replies import FAULT, Reply
 
 if TYPE_CHECKING:
     from qptwisted.mail.transaction import Transaction
 
-#: every hook the engine fires (qpsmtpd's names, ``-`` spelled ``_``)
-HOOKS = frozenset("""
-    logging config user_config pre_connection connect helo_parse ehlo_parse helo ehlo
-    auth_parse auth_plain auth_login auth_cram_md5 auth mail_parse mail_pre mail
-    rcpt_parse rcpt_pre rcpt data data_headers_end data_post_headers received_line
-    data_post queue_pre queue queue_post reset_transaction vrfy noop help quit
-    unrecognized_command disconnect post_connection deny ok
-""".split())
-
-#: hooks whose answers are not replies, so the deny/ok observers do not fire
-_SILENT = frozenset("""
-    logging config user_config deny ok reset_transaction disconnect post_connection
-    queue_post data_post_headers
-""".split())
-
 LogFunction = Callable[..., None]
+_DISCONNECTING = frozenset({DENY_DISCONNECT, DENYSOFT_DISCONNECT})
+_ALL_CODES = frozenset(Code)
+
+
+@dataclass(frozen=True)
+class HookSpec:
+    """What the engine knows about one hook.
+
+    ``args`` are the positional arguments after the transaction; ``keywords``
+    fixed keyword arguments; ``params`` marks hooks that also get the ESMTP
+    parameters of the command as keyword arguments (so a hook must take
+    ``**params``). ``sync`` hooks must answer at once (no Deferred, no
+    ``async def``). ``observed`` answers are passed to the ``deny``/``ok``
+    observers; ``fail_closed`` hooks answer DENYSOFT when a plugin breaks.
+    ``replies`` maps codes to the SMTP reply, ``declined`` is the reply when
+    every plugin declined (None: the command's normal reply), and
+    ``closing`` lists the codes after which the connection is closed.
+    """
+
+    name: str
+    args: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()
+    params: bool = False
+    sync: bool = False
+    observed: bool = True
+    fail_closed: bool = True
+    replies: Mapping[Code, Reply] = field(default_factory=dict)
+    declined: Reply | None = None
+    closing: frozenset[Code] = _DISCONNECTING
+    doc: str = ""
+
+    def reply(self, code: Code) -> Reply | None:
+        """The reply for ``code``, or None when the code has none here."""
+        return self.replies.get(code)
+
+    def signature(self) -> str:
+        """How a hook method of this hook is written."""
+        parts = ["self", "transaction", *self.args, *(f"{k}=None" for k in self.keywords)]
+        if self.params:
+            parts.append("**params")
+        return f"hook_{self.name}({', '.join(parts)})"
+
+    def check(self, function: Callable[..., Any]) -> str | None:
+        """Why ``function`` cannot serve this hook, or None if it can."""
+        try:
+            signature = inspect.signature(function)
+        except (TypeError, ValueError):
+            return None  # a builtin or C function: cannot be checked
+        sample: dict[str, Any] = {key: None for key in self.keywords}
+        if self.params:
+            # any ESMTP parameter may come (BODY=8BITMIME, SIZE=, SMTPUTF8 ...): only **params takes all
+            if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+                return f"it must take **params (the ESMTP parameters): {self.signature()}"
+        try:
+            signature.bind(None, *self.args, **sample)
+        except TypeError as err:
+            return f"{err}: write it as {self.signature()}"
+        if self.sync and (inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)):
+            return f"hook {self.name} must answer at once; it cannot be an async def"
+        return None
+
+
+_AUTH_ARGS = ("mechanism", "user", "password", "password_hash", "ticket")
+_PARSE_DOC = "Return (OK, parser): a callable that splits the command's argument. Must answer at once."
+
+
+def _specs(*specs: HookSpec) -> dict[str, HookSpec]:
+    return {spec.name: spec for spec in specs}
+
+
+#: every hook the engine fires (qpsmtpd's names, ``-`` spelled ``_``), in the order of a session
+HOOKS: dict[str, HookSpec] = _specs(
+    HookSpec("logging", ("level", "hook", "plugin", "message"), sync=True, observed=False,
+             fail_closed=False, doc="Every log line; a logging plugin writes it and returns DECLINED."),
+    HookSpec("config", ("name",), sync=True, observed=False, fail_closed=False,
+             doc="(OK, value, ...) supplies the values of config file NAME. transaction is None."),
+    HookSpec("user_config", ("address", "name"), sync=True, observed=False, fail_closed=False,
+             doc="(OK, value, ...) supplies a per-recipient config value. transaction is None."),
+    HookSpec("pre_connection", keywords=("remote_ip", "remote_port", "local_ip", "local_port",
+                                         "connections", "connections_from_ip"),
+             replies=replies.PRE_CONNECTION, closing=_ALL_CODES,
+             doc="A client connected; nothing was said yet. DENY*/DENYSOFT* refuse and close."),
+    HookSpec("connect", replies=replies.CONNECT, closing=_ALL_CODES,
+             doc="Before the greeting. DENY*/DENYSOFT* refuse and close; DONE: the plugin greeted."),
+    HookSpec("helo_parse", sync=True, observed=False, doc=_PARSE_DOC),
+    HookSpec("ehlo_parse", sync=True, observed=False, doc=_PARSE_DOC),
+    HookSpec("helo", ("host",), replies=replies.HELO,
+             doc="HELO HOST. OK with a message replaces the 250 text."),
+    HookSpec("ehlo", ("host",), replies=replies.HELO,
+             doc="EHLO HOST. Add EHLO keywords to transaction.notes['capabilities']."),
+    HookSpec("auth_parse", sync=True, observed=False, doc=_PARSE_DOC),
+    HookSpec("auth_plain", _AUTH_ARGS, doc="Check AUTH PLAIN credentials: OK 235, DENY 535, DENYSOFT 454."),
+    HookSpec("auth_login", _AUTH_ARGS, doc="Check AUTH LOGIN credentials: OK 235, DENY 535, DENYSOFT 454."),
+    HookSpec("auth_cram_md5", _AUTH_ARGS,
+             doc="Check AUTH CRAM-MD5: password_hash is the client's digest, ticket the challenge."),
+    HookSpec("auth", _AUTH_ARGS, doc="Check credentials of any mechanism no auth_<mech> plugin decided."),
+    HookSpec("mail_parse", sync=True, observed=False, doc=_PARSE_DOC),
+    HookSpec("mail_pre", ("path", "params"),
+             doc="Before the sender is parsed; (OK, 'new path') replaces it."),
+    HookSpec("mail", ("sender",), params=True, replies=replies.MAIL,
+             doc="MAIL FROM. DENY 550, DENYSOFT 450, OK with a message replaces the 250 text."),
+    HookSpec("rcpt_parse", sync=True, observed=False, doc=_PARSE_DOC),
+    HookSpec("rcpt_pre", ("path", "params"),
+             doc="Before a recipient is parsed; (OK, 'new path') replaces it."),
+    HookSpec("rcpt", ("rcpt",), params=True, replies=replies.RCPT, declined=replies.RCPT_DECLINED,
+             doc="RCPT TO. OK accepts; DENY 550; DENYSOFT 450; every plugin DECLINED: 450."),
+    HookSpec("data", replies=replies.DATA, doc="DATA, before 354. DENY 554, DENYSOFT 451."),
+    HookSpec("data_headers_end", replies=replies.DATA_HEADERS_END,
+             doc="The header block arrived (the body may still come). Only *_DISCONNECT answers now; "
+                 "note a refusal in the transaction and answer it at data_post."),
+    HookSpec("data_post_headers", observed=False, fail_closed=False,
+             doc="The whole message arrived, before Received is added: add Authentication-Results."),
+    HookSpec("received_line", ("smtp", "auth", "ssl"), observed=False, fail_closed=False,
+             doc="(OK, 'value') replaces our Received header's value."),
+    HookSpec("data_post", replies=replies.DATA_POST,
+             doc="The message is complete, with our headers. DENY 552, DENYSOFT 452."),
+    HookSpec("queue_pre", replies=replies.QUEUE, closing=frozenset(),
+             doc="Before queueing. DENY/DENYSOFT refuse with the queue reply; DONE drops the message."),
+    HookSpec("queue", replies=replies.QUEUE, declined=replies.QUEUE_DECLINED, closing=frozenset(),
+             doc="Store or hand on the message. OK: 250 (only once it is durable); "
+                 "every plugin DECLINED: 451."),
+    HookSpec("queue_post", observed=False, fail_closed=False, doc="After the queue reply was sent."),
+    HookSpec("reset_transaction", observed=False, fail_closed=False,
+             doc="The transaction ends (RSET, new MAIL, end of DATA, disconnect)."),
+    HookSpec("vrfy", replies=replies.VRFY, doc="VRFY. OK 250; DENY 554; else 252."),
+    HookSpec("noop", replies=replies.NOOP, doc="NOOP. DENY 500."),
+    HookSpec("help", ("rest",), replies=replies.HELP, doc="HELP. (OK, 'text') replaces the help text."),
+    HookSpec("quit", doc="QUIT. DONE: the plugin answered (e.g. with connection.respond)."),
+    HookSpec("unrecognized_command", ("verb", "rest"), replies=replies.UNRECOGNIZED,
+             doc="A verb the engine does not know (plugins add verbs here). DONE: the plugin answered."),
+    HookSpec("disconnect", observed=False, fail_closed=False, doc="The connection is closing."),
+    HookSpec("post_connection", observed=False, fail_closed=False, doc="After the connection closed."),
+    HookSpec("deny", ("plugin", "code", "message"), observed=False, fail_closed=False,
+             doc="Observer: some plugin refused (DENY*/DENYSOFT*)."),
+    HookSpec("ok", ("plugin", "code", "message"), observed=False, fail_closed=False,
+             doc="Observer: some plugin answered something else than a refusal."),
+)
+
+
+def hook_name(name: str) -> str:
+    """The canonical spelling of a hook name: ``pre-connection`` -> ``pre_connection``."""
+    return name.replace("-", "_")
+
+
+class HookError(ConfigError):
+    """A plugin cannot be registered on a hook (unknown hook, wrong signature, async where sync)."""
 
 
 class Registration(NamedTuple):
@@ -53,11 +204,23 @@ class Registration(NamedTuple):
     plugin: str
     function: Callable[..., Any]
     timeout: float
+    fail_open: bool = False
 
 
-def hook_name(name: str) -> str:
-    """The canonical spelling of a hook name: ``pre-connection`` -> ``pre_connection``."""
-    return name.replace("-", "_")
+class _Run:
+    """One asynchronous run of a chain: where it is, and whether its caller gave up on it."""
+
+    __slots__ = ("hook", "chain", "transaction", "args", "kwargs", "cancelled", "outer")
+
+    def __init__(self, hook: HookSpec, chain: list[Registration], transaction: Transaction | None,
+                 args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.hook = hook
+        self.chain = chain
+        self.transaction = transaction
+        self.args = args
+        self.kwargs = kwargs
+        self.cancelled = False
+        self.outer: Deferred[HookResult] | None = None
 
 
 class HookRunner:
@@ -70,99 +233,198 @@ class HookRunner:
         self._observed = False
         #: the transaction whose hook is running now (loggers tag lines with its ids)
         self.current: Transaction | None = None
+        #: faults (plugin crashed or answered nonsense) per (plugin, hook)
+        self.faults: Counter[tuple[str, str]] = Counter()
 
     def register(self, hook: str, plugin: str, function: Callable[..., Any],
-                 timeout: float, unshift: bool = False) -> None:
-        """Add ``function`` to ``hook``'s chain (first with ``unshift``)."""
+                 timeout: float, unshift: bool = False, fail_open: bool = False) -> None:
+        """Add ``function`` to ``hook``'s chain (first with ``unshift``); :class:`HookError` if it cannot."""
         name = hook_name(hook)
-        if name not in HOOKS:
-            raise ValueError(f"{plugin}: invalid hook {hook!r}")
+        spec = HOOKS.get(name)
+        if spec is None:
+            raise HookError(f"plugin {plugin}: there is no hook {hook!r}")
+        problem = spec.check(function)
+        if problem is not None:
+            raise HookError(f"plugin {plugin}, hook {name}: {problem}")
         chain = self.chains.setdefault(name, [])
-        chain.insert(0 if unshift else len(chain), Registration(plugin, function, timeout))
+        chain.insert(0 if unshift else len(chain), Registration(plugin, function, timeout, fail_open))
         self._observed = bool(self.chains.get("deny") or self.chains.get("ok"))
 
     def has(self, hook: str) -> bool:
         """True if any plugin registered on ``hook``."""
         return hook in self.chains
 
-    def run(self, hook: str, transaction: Transaction, *args: Any,
+    # -- running ---------------------------------------------------------------
+    def run(self, hook: str, transaction: Transaction | None, *args: Any,
             **kwargs: Any) -> HookResult | Deferred[HookResult]:
         """Run ``hook``'s chain; a plain :class:`HookResult` when nothing was asynchronous."""
         chain = self.chains.get(hook)
         if not chain:
             return NO_ANSWER
-        return self._run_from(hook, chain, 0, transaction, args, kwargs)
+        spec = HOOKS[hook]
+        if spec.sync:
+            return self.run_sync(hook, transaction, *args, **kwargs)
+        return self._run_from(_Run(spec, chain, transaction, args, kwargs), 0)
 
-    def _run_from(self, hook: str, chain: list[Registration], start: int,
-                  transaction: Transaction, args: tuple[Any, ...],
-                  kwargs: dict[str, Any]) -> HookResult | Deferred[HookResult]:
-        for index in range(start, len(chain)):
-            registration = chain[index]
+    def run_sync(self, hook: str, transaction: Transaction | None, *args: Any, **kwargs: Any) -> HookResult:
+        """Run a chain whose plugins must answer at once (``config``, ``logging``, ``*_parse``).
+
+        A Deferred or coroutine from such a hook is refused: logged, and
+        treated as a broken plugin.
+        """
+        chain = self.chains.get(hook)
+        if not chain:
+            return NO_ANSWER
+        spec = HOOKS[hook]
+        for registration in chain:
             previous, self.current = self.current, transaction
             try:
                 value = registration.function(transaction, *args, **kwargs)
             except Exception:
-                self._crashed(hook, registration, Failure())
+                result = self._fault(spec, registration, Failure(), transaction)
+                if result is not None:
+                    return result
                 continue
             finally:
                 self.current = previous
             if value is None or value is DECLINED:
-                if self._observed and hook not in _SILENT:
-                    self._observe(transaction, hook, HookResult(DECLINED, None, None, registration.plugin))
                 continue
-            if iscoroutine(value):
-                value = Deferred.fromCoroutine(value)
-            if isinstance(value, Deferred):
-                return self._wait(value, hook, chain, index, transaction, args, kwargs)
-            result = self._answer(hook, registration, value, transaction)
+            if isinstance(value, Deferred) or iscoroutine(value):
+                if iscoroutine(value):
+                    value.close()
+                else:
+                    value.addErrback(lambda _: None)
+                result = self._fault(spec, registration, f"returned {type(value).__name__} from "
+                                     f"hook {hook}, which must answer at once", transaction)
+            else:
+                result = self._answer(spec, registration, value, transaction)
             if result is not None and result.code != DECLINED:
                 return result
         return NO_ANSWER
 
-    def _wait(self, deferred: Deferred[Any], hook: str, chain: list[Registration], index: int,
-              transaction: Transaction, args: tuple[Any, ...],
-              kwargs: dict[str, Any]) -> Deferred[HookResult]:
-        registration = chain[index]
-        deferred.addTimeout(registration.timeout, self.clock)
-
-        def answered(value: Any) -> HookResult | Deferred[HookResult]:
-            result = self._answer(hook, registration, value, transaction)
+    def _run_from(self, run: _Run, start: int) -> HookResult | Deferred[HookResult]:
+        chain = run.chain
+        spec = run.hook
+        transaction = run.transaction
+        for index in range(start, len(chain)):
+            registration = chain[index]
+            previous, self.current = self.current, transaction
+            try:
+                value = registration.function(transaction, *run.args, **run.kwargs)
+            except Exception:
+                result = self._fault(spec, registration, Failure(), transaction)
+                if result is not None:
+                    return self._settle(run, result)
+                continue
+            finally:
+                self.current = previous
+            if value is None or value is DECLINED:
+                if self._observed and spec.observed:
+                    self._observe(transaction, HookResult(DECLINED, None, None, registration.plugin))
+                continue
+            if iscoroutine(value):
+                value = Deferred.fromCoroutine(value)
+            if isinstance(value, Deferred):
+                return self._wait(run, index, value)
+            result = self._answer(spec, registration, value, transaction)
             if result is not None and result.code != DECLINED:
-                return result
-            return self._run_from(hook, chain, index + 1, transaction, args, kwargs)
+                return self._settle(run, result)
+        return self._settle(run, NO_ANSWER)
 
-        def failed(failure: Failure) -> HookResult | Deferred[HookResult] | Failure:
-            if failure.check(TimeoutError):
-                self.log(LOGERROR, f"hook {hook} timed out after {registration.timeout:g}s",
-                         plugin=registration.plugin, hook=hook)
-                return HookResult(DENYSOFT, "Timeout while checking your message, try again later",
-                                  None, registration.plugin)
-            if failure.check(CancelledError):
-                return failure
-            self._crashed(hook, registration, failure)
-            return self._run_from(hook, chain, index + 1, transaction, args, kwargs)
-
-        return deferred.addCallbacks(answered, failed)
-
-    def _answer(self, hook: str, registration: Registration, value: Any,
-                transaction: Transaction) -> HookResult | None:
-        result = to_result(value, registration.plugin)
-        if result is None:
-            self.log(LOGERROR, f"plugin {registration.plugin}, hook {hook} returned {value!r}",
-                     plugin=registration.plugin, hook=hook)
-            return None
-        if self._observed and hook not in _SILENT:
-            self._observe(transaction, hook, result)
+    def _settle(self, run: _Run, result: HookResult) -> HookResult | Deferred[HookResult]:
+        outer = run.outer
+        if outer is None:
+            return result
+        if not outer.called:
+            outer.callback(result)
         return result
 
-    def _crashed(self, hook: str, registration: Registration, failure: Failure) -> None:
-        self.log(LOGCRIT, f"FATAL PLUGIN ERROR [{registration.plugin}]: {failure.getErrorMessage()}",
-                 plugin=registration.plugin, hook=hook, failure=failure)
+    def _wait(self, run: _Run, index: int, deferred: Deferred[Any]) -> Deferred[HookResult]:
+        registration = run.chain[index]
+        spec = run.hook
+        deferred.addTimeout(registration.timeout, self.clock)
 
-    def _observe(self, transaction: Transaction, hook: str, result: HookResult) -> None:
+        def answered(value: Any) -> None:
+            if run.cancelled:
+                return
+            result = self._answer(spec, registration, value, run.transaction)
+            if result is not None and result.code != DECLINED:
+                self._settle(run, result)
+            else:
+                self._run_from(run, index + 1)
+
+        def failed(failure: Failure) -> None:
+            if run.cancelled:
+                return
+            if failure.check(TimeoutError):
+                self.log(LOGERROR, f"hook {spec.name} timed out after {registration.timeout:g}s",
+                         plugin=registration.plugin, hook=spec.name)
+                self._settle(run, HookResult(DENYSOFT, "Timeout while checking your message, try again later",
+                                             None, registration.plugin))
+                return
+            result = self._fault(spec, registration, failure, run.transaction)
+            if result is not None:
+                self._settle(run, result)
+            else:
+                self._run_from(run, index + 1)
+
+        first = run.outer is None
+        if first:
+
+            def cancel(_: Deferred[HookResult]) -> None:
+                # the caller gave up (the client went away): stop quietly, no reply, no fault
+                run.cancelled = True
+                deferred.cancel()
+
+            run.outer = Deferred(cancel)
+        deferred.addCallbacks(answered, failed).addErrback(self._broken, run, registration)
+        assert run.outer is not None
+        return run.outer
+
+    def _broken(self, failure: Failure, run: _Run, registration: Registration) -> None:
+        # a bug on our side of the chain must still end it with an answer, never hang the session
+        self.log(LOGCRIT, f"hook {run.hook.name} broke after {registration.plugin} answered: "
+                 f"{failure.getErrorMessage()}", plugin=registration.plugin, hook=run.hook.name,
+                 failure=failure)
+        self._settle(run, HookResult(DENYSOFT, None, FAULT, registration.plugin))
+
+    # -- answers and faults -------------------------------------------------------
+    def _answer(self, spec: HookSpec, registration: Registration, value: Any,
+                transaction: Transaction | None) -> HookResult | None:
+        result = to_result(value, registration.plugin)
+        if result is None:
+            return self._fault(spec, registration, f"returned {value!r}, which is not an answer "
+                               "(return DECLINED, a code, or (code, 'message'))", transaction)
+        if self._observed and spec.observed:
+            self._observe(transaction, result)
+        return result
+
+    def _fault(self, spec: HookSpec, registration: Registration, why: Failure | str,
+               transaction: Transaction | None) -> HookResult | None:
+        """Log and count a broken plugin; the DENYSOFT answer that fails the chain closed, or None."""
+        self.faults[registration.plugin, spec.name] += 1
+        failure = why if isinstance(why, Failure) else None
+        text = f"{type(failure.value).__name__}: {failure.getErrorMessage()}" if failure is not None else why
+        closed = spec.fail_closed and not registration.fail_open
+        consequence = "the command is deferred (fail closed)" if closed else "skipped"
+        self.log(LOGCRIT, f"PLUGIN ERROR [{registration.plugin}] hook {spec.name}: {text}; {consequence}",
+                 plugin=registration.plugin, hook=spec.name, failure=failure)
+        if not closed:
+            return None
+        return HookResult(DENYSOFT, None, FAULT, registration.plugin)
+
+    def _observe(self, transaction: Transaction | None, result: HookResult) -> None:
         observer = "deny" if result.code in DENY_CODES else "ok"
         for registration in self.chains.get(observer, ()):
             try:
                 registration.function(transaction, result.plugin, result.code, result.message)
             except Exception:
-                self._crashed(observer, registration, Failure())
+                self._fault(HOOKS[observer], registration, Failure(), transaction)
+
+
+def is_fault(result: HookResult) -> bool:
+    """True for the answer of a chain that a broken plugin failed closed."""
+    return result.value is FAULT
+
+
+__all__ = ["HOOKS", "HookSpec", "HookRunner", "HookError", "Registration", "hook_name", "is_fault"]

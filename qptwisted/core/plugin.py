@@ -6,10 +6,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.plugin import IPlugin
 from zope.interface import alsoProvides, implementer
 
-from qptwisted.core.interfaces import IQPPlugin, IQPPluginFactory
+from qptwisted.core.arguments import Argument, arg, declared, parse_arguments
+from qptwisted.interfaces import IQPPlugin, IQPPluginFactory
 
 if TYPE_CHECKING:
     from qptwisted.core.engine import Engine
@@ -21,11 +23,13 @@ _T = TypeVar("_T")
 class Plugin:
     """Base class of every plugin.
 
-    Set ``name`` and write ``hook_<hook>(self, transaction, ...)`` methods; each
-    registers itself on its hook. A hook returns ``DECLINED`` (or ``None``), a
-    :class:`~qptwisted.core.codes.Code`, ``(Code, "message")``, a Deferred of those,
-    or is an ``async def``. Override :meth:`register` to read the arguments of
-    the ``config/plugins`` line or to register more hooks.
+    Set ``name``, declare arguments (``wait = arg.duration(1, "...")``) and
+    write ``hook_<hook>(self, transaction, ...)`` methods; each registers
+    itself on its hook. A hook returns ``DECLINED`` (or ``None``), a
+    :class:`~qptwisted.core.codes.Code`, ``(Code, "message")``, a Deferred of
+    those, or is an ``async def``. Override :meth:`register` for set-up that
+    needs the parsed arguments and the config files; override :meth:`close`
+    to release what the plugin holds.
 
     A subclass that sets ``name`` provides ``IPlugin`` and ``IQPPluginFactory``
     by itself, so ``twisted.plugin.getPlugins`` finds it without a decorator.
@@ -34,6 +38,9 @@ class Plugin:
     name: ClassVar[str] = ""
     #: seconds an asynchronous hook may take before the chain answers DENYSOFT
     timeout: ClassVar[float | None] = None
+    #: an advisory plugin: when one of its hooks breaks, the chain goes on instead of answering 451
+    fail_open: bool = arg.bool(False, "when a hook of this plugin breaks, skip it instead of deferring "
+                               "the command (for advisory plugins only)")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -44,14 +51,33 @@ class Plugin:
         self.engine = engine
         self.args = tuple(args)
         self.plugin_name = instance or self.name
+        #: the file the plugin was loaded from (the start-up log names it)
+        self.source = ""
+
+    def configure(self) -> None:
+        """Parse the declared arguments (the engine calls this once, before :meth:`register`).
+
+        A plugin that declares nothing but ``fail_open`` gets its words
+        unparsed in :meth:`register` (the 0.1 way).
+        """
+        if len(declared(type(self))) > 1:
+            self._arguments: dict[str, Any] = parse_arguments(self, self.args)
 
     def register(self, *args: str) -> None:
-        """Read the plugin's arguments; the default accepts none beyond ``loglevel``."""
+        """Set up after the arguments were parsed: read config files, register more hooks."""
+
+    def close(self) -> Deferred[None] | None:
+        """Release what the plugin holds (connections, files, timers); may return a Deferred.
+
+        Called once when the engine goes away: at a reload after its last
+        connection ended, and when the server stops.
+        """
+        return None
 
     def register_hook(self, hook: str, method: Callable[..., Any], unshift: bool = False) -> None:
         """Register ``method`` on ``hook`` (``unshift`` puts it first in the chain)."""
-        timeout = self.timeout if self.timeout is not None else self.engine.plugin_timeout
-        self.engine.hooks.register(hook, self.plugin_name, method, timeout, unshift)
+        timeout = self.timeout if self.timeout is not None else self.engine.settings.plugin_timeout
+        self.engine.hooks.register(hook, self.plugin_name, method, timeout, unshift, bool(self.fail_open))
 
     def config(self, name: str, default: str | None = None) -> str | None:
         """The first value of config file ``name`` (through the ``config`` hook)."""
@@ -71,6 +97,14 @@ class Plugin:
         return self.engine.defer_to_thread(function, *args, **kwargs)
 
     @property
-    def clock(self) -> Any:
+    def clock(self) -> IReactorTime:
         """The engine's clock (``IReactorTime``); use it for every timer."""
         return self.engine.clock
+
+    @property
+    def me(self) -> str:
+        """This server's name (config ``me``)."""
+        return self.engine.settings.me
+
+
+__all__ = ["Plugin", "Argument", "arg"]

@@ -47,8 +47,8 @@ from qptwisted.core.codes import (
     OK,
     Code,
 )
-from qptwisted.mail.connection import Connection
 from qptwisted.core.plugin import Plugin
+from qptwisted.mail.connection import Connection
 from qptwisted.mail.transaction import Transaction
 
 #: ``reject_type`` words and the codes they stand for

@@ -28,8 +28,6 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 from OpenSSL import SSL
 from twisted.internet import ssl
 
-from qptwisted.mail.connection import TLSInfo
-
 _VERSIONS = {
     "tlsv1.2": ssl.TLSVersion.TLSv1_2, "tlsv1_2": ssl.TLSVersion.TLSv1_2, "1.2": ssl.TLSVersion.TLSv1_2,
     "tlsv1.3": ssl.TLSVersion.TLSv1_3, "tlsv1_3": ssl.TLSVersion.TLSv1_3, "1.3": ssl.TLSVersion.TLSv1_3,
@@ -169,18 +167,6 @@ def load_directory(directory: Path) -> list[CertificateBundle]:
     if not bundles:
         raise TLSConfigError(f"no PEM files with a key and certificate in {directory}")
     return bundles
-
-
-def tls_info(handle: Any) -> TLSInfo:
-    """What an ``OpenSSL.SSL.Connection`` negotiated (the peer certificate as ``cryptography``)."""
-    peer = None
-    try:
-        peer = handle.get_peer_certificate(as_cryptography=True)
-    except TypeError:  # older pyOpenSSL
-        raw = handle.get_peer_certificate()
-        peer = raw.to_cryptography() if raw is not None else None
-    return TLSInfo(version=handle.get_protocol_version_name(), cipher=handle.get_cipher_name() or "",
-                   peer_certificate=peer)
 
 
 def make_self_signed(hostnames: Iterable[str] = ("localhost",), ips: Iterable[str] = ("127.0.0.1",),

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from qptwisted.smtp.session import Session
+from qptwisted.interfaces import IConnectionControl
 
 _ids = itertools.count(1)
 
@@ -20,6 +19,17 @@ class TLSInfo:
     cipher: str
     peer_certificate: Any = None
 
+    @classmethod
+    def from_handle(cls, handle: Any) -> TLSInfo:
+        """What an ``OpenSSL.SSL.Connection`` negotiated (the peer certificate as ``cryptography``)."""
+        try:
+            peer = handle.get_peer_certificate(as_cryptography=True)
+        except TypeError:  # older pyOpenSSL
+            raw = handle.get_peer_certificate()
+            peer = raw.to_cryptography() if raw is not None else None
+        return cls(version=handle.get_protocol_version_name(), cipher=handle.get_cipher_name() or "",
+                   peer_certificate=peer)
+
 
 @dataclass(slots=True, eq=False)
 class Connection:
@@ -28,6 +38,11 @@ class Connection:
     ``notes`` survive RSET and STARTTLS; ``auth_results`` collects
     RFC 8601 result strings (``spf=pass smtp.mailfrom=...``) that plugins add
     for the Authentication-Results header the engine writes.
+
+    ``early_talker`` is set by the engine when the client sent bytes while it
+    had to wait for an answer: before the greeting, or after DATA before the
+    ``354``. Plugins act on the connection only through :meth:`respond`,
+    :meth:`disconnect` and :meth:`start_tls`.
     """
 
     remote_ip: str
@@ -41,10 +56,11 @@ class Connection:
     tls: TLSInfo | None = None
     auth_user: str | None = None
     auth_mechanism: str | None = None
+    early_talker: bool = False
     notes: dict[str, Any] = field(default_factory=dict)
     auth_results: list[str] = field(default_factory=list)
     id: int = field(default_factory=lambda: next(_ids))
-    session: Session | None = field(default=None, repr=False)
+    control: IConnectionControl | None = field(default=None, repr=False)
 
     @property
     def remote_info(self) -> str:
@@ -58,15 +74,20 @@ class Connection:
             return "SMTP"
         return "ESMTP" + ("S" if self.tls else "") + ("A" if self.auth_user else "")
 
-    def respond(self, code: int, message: str) -> None:
+    def respond(self, code: int, message: str, enhanced: str | None = "") -> None:
         """Send a reply now; for plugins that answer themselves and return DONE."""
-        if self.session is not None:
-            self.session.respond(code, message)
+        if self.control is not None:
+            self.control.respond(code, message, enhanced)
 
     def disconnect(self) -> None:
         """Close the connection after what has been written."""
-        if self.session is not None:
-            self.session.disconnect()
+        if self.control is not None:
+            self.control.disconnect()
+
+    def start_tls(self, context: Any, implicit: bool = False) -> None:
+        """Switch to TLS with ``context`` (STARTTLS: answers 220 first; ``implicit``: SMTPS)."""
+        if self.control is not None:
+            self.control.start_tls(context, implicit)
 
     def reset_after_tls(self) -> None:
         """Forget HELO and AUTH state, as RFC 3207 demands after STARTTLS."""

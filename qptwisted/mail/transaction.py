@@ -6,12 +6,9 @@ import io
 import itertools
 import re
 from collections.abc import Iterator
-from email import policy
-from email.generator import BytesGenerator
-from email.message import Message
-from email.parser import BytesHeaderParser
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from qptwisted.mail.headers import Headers
 from qptwisted.mail.spool import MessageSpool
 
 if TYPE_CHECKING:
@@ -20,20 +17,19 @@ if TYPE_CHECKING:
 
 _ids = itertools.count(1)
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(.*(?:\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
-_PARSER = BytesHeaderParser(policy=policy.compat32)
 
 
 class Transaction:
     """One mail transaction (MAIL ... end of DATA), qpsmtpd's ``Qpsmtpd::Transaction``.
 
-    The message is kept as header bytes plus a body spool, with LF line
-    endings and dots unstuffed. ``header`` parses the header block with the
-    stdlib :mod:`email` package the first time a plugin asks for it; a plugin
-    that never asks costs no parsing.
+    The message is kept as header fields plus a body spool, with LF line
+    endings and dots unstuffed. ``header`` is a :class:`~qptwisted.mail.headers.Headers`:
+    decoded ``str`` values to read, edits applied to the bytes as received;
+    ``raw_header`` is the header block exactly as the client sent it.
     """
 
     __slots__ = ("connection", "sender", "recipients", "notes", "auth_results", "id",
-                 "raw_header", "_header", "_prepended", "body", "data_size", "_spool_args")
+                 "_raw_header", "header", "body", "data_size", "_spool_args")
 
     def __init__(self, connection: Connection, spool_dir: str = "spool/tmp",
                  size_threshold: int = 1 << 20) -> None:
@@ -43,9 +39,8 @@ class Transaction:
         self.notes: dict[str, Any] = {}
         self.auth_results: list[str] = []
         self.id = next(_ids)
-        self.raw_header = b""
-        self._header: Message | None = None
-        self._prepended: list[bytes] = []
+        self._raw_header = b""
+        self.header = Headers()
         self._spool_args = (spool_dir, size_threshold)
         self.body: MessageSpool | None = None
         self.data_size = 0
@@ -61,35 +56,27 @@ class Transaction:
 
     # -- headers ----------------------------------------------------------
     @property
-    def header(self) -> Message:
-        """The message header as an :class:`email.message.Message` (no payload)."""
-        if self._header is None:
-            self._header = _PARSER.parsebytes(b"".join(self._prepended) + self.raw_header)
-            self._prepended = []
-        return self._header
+    def raw_header(self) -> bytes:
+        """The header block as the client sent it (LF endings, no blank line)."""
+        return self._raw_header
+
+    @raw_header.setter
+    def raw_header(self, raw: bytes) -> None:
+        self._raw_header = raw
+        self.header = Headers(raw)
 
     def prepend_header(self, name: str, value: str) -> None:
         """Put a header above all others (Received, Authentication-Results)."""
-        if self._header is None:
-            self._prepended.insert(0, f"{name}: {value}\n".encode())
-        else:
-            self._header._headers.insert(0, (name, value))  # type: ignore[attr-defined]
+        self.header.prepend(name, value)
 
     def header_bytes(self) -> bytes:
         """The header block as it will be stored, ending in the blank line."""
-        if self._header is None:
-            return b"".join(self._prepended) + self.raw_header + b"\n"
-        out = io.BytesIO()
-        BytesGenerator(out, mangle_from_=False, maxheaderlen=0).flatten(self._header)
-        return out.getvalue()
+        return self.header.to_bytes() + b"\n"
 
     @property
     def message_id(self) -> str | None:
-        """The Message-Id header, without parsing the whole header block."""
-        if self._header is not None:
-            value = self._header.get("Message-Id")
-            return None if value is None else str(value).strip()
-        match = _MESSAGE_ID.search(self.raw_header)
+        """The Message-Id header (found without decoding the header block)."""
+        match = _MESSAGE_ID.search(self.header.to_bytes())
         return match.group(1).strip().decode("utf-8", "replace") if match else None
 
     # -- body -------------------------------------------------------------
@@ -118,11 +105,15 @@ class Transaction:
             self.body = MessageSpool(*self._spool_args)
         return self.body.to_file()
 
-    def iter_message(self) -> Iterator[bytes]:
-        """The stored message (headers, blank line, body) in chunks, LF endings."""
+    def iter_message(self, chunk_size: int = 1 << 16) -> Iterator[bytes]:
+        """The stored message (headers, blank line, body) in chunks of at most ``chunk_size``, LF endings.
+
+        A spooled body is read from its file as the iteration goes, so a
+        consumer on the thread pool (a queue plugin) never holds the message whole.
+        """
         yield self.header_bytes()
         if self.body is not None:
-            yield from self.body.iter_chunks()
+            yield from self.body.iter_chunks(chunk_size)
 
     def message_bytes(self) -> bytes:
         """The stored message as one bytes object."""

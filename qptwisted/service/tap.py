@@ -19,6 +19,7 @@ class Options(usage.Options):
         ["config", "c", None, "qpsmtpd-style config directory (default ./config, else the sample)"],
         ["workers", "w", 0, "prefork N worker processes sharing the listening sockets "
          "(tcp:/tcp6: ports; 0 = serve in this process)", int],
+        ["grace", None, 30.0, "seconds transactions in flight may take to finish on SIGTERM", float],
     ]
     longdesc = ("Runs the qptwisted SMTP server. Listeners are endpoint strings, e.g. "
                 f"--port {DEFAULT_PORT} (the default) or --port tcp6:25; repeat --port for more.")
@@ -45,14 +46,15 @@ def makeService(options: Options) -> service.MultiService:
     from qptwisted.service.server import QPSMTPDService
 
     try:
-        top = QPSMTPDService(options["config"])
+        top = QPSMTPDService(options["config"], grace=options["grace"])
     except ConfigError as err:
         raise SystemExit(f"qpsmtpd: {err}") from None
     if options["workers"] > 0:
         from qptwisted.service.workers import WorkerPool
 
         master = service.MultiService()  # the configuration was checked above; workers load their own
-        WorkerPool(options["workers"], options["ports"], options["config"]).setServiceParent(master)
+        WorkerPool(options["workers"], options["ports"], options["config"],
+                   grace=options["grace"]).setServiceParent(master)
         return master
     for description in options["ports"]:
         top.listen(description)

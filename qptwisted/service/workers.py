@@ -17,10 +17,11 @@ The master
   died young, so a broken configuration cannot fork-bomb the host);
 * relays the workers' log lines into its own log, prefixed with their pid.
 
-A worker that gets ``SIGTERM`` stops accepting, answers ``421`` to sessions
-that sit between transactions, lets transactions in flight finish, and aborts
-what is left after ``grace`` seconds. A worker also exits when its master
-disappears (its stdin pipe reaches end of file).
+A worker that gets ``SIGTERM`` stops accepting and drains as a single
+process does (:func:`qptwisted.service.server.drain`): ``421`` to sessions
+between transactions, transactions in flight finish, what is left after
+``grace`` seconds is cut. A worker also exits when its master disappears (its
+stdin pipe reaches end of file).
 """
 
 from __future__ import annotations
@@ -31,25 +32,21 @@ import signal
 import socket
 import sys
 import time
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
 from twisted.application import service
 from twisted.internet import abstract, error
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IAddress, IListeningPort
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from qptwisted.smtp.protocol import SMTPProtocol
-from qptwisted.service.server import SMTPFactory
+from qptwisted.service.server import DEFAULT_GRACE
 
 _log = Logger(namespace="qptwisted.service.workers")
 
-#: seconds a worker may spend finishing transactions after SIGTERM
-DEFAULT_GRACE = 30.0
 #: a worker that dies sooner than this after its start is replaced after a pause
 _YOUNG = 2.0
 _RESPAWN_PAUSE = 1.0
@@ -266,68 +263,6 @@ class WorkerPool(service.Service):
 
 
 # -- a worker ---------------------------------------------------------------------
-class TrackingFactory(SMTPFactory):
-    """An :class:`SMTPFactory` that remembers its open connections (for draining)."""
-
-    def __init__(self, engine: Any) -> None:
-        super().__init__(engine)
-        self.protocols: weakref.WeakSet[SMTPProtocol] = weakref.WeakSet()
-
-    def buildProtocol(self, addr: IAddress | None) -> SMTPProtocol:
-        """A protocol for one new connection, remembered until it is collected."""
-        protocol = super().buildProtocol(addr)
-        self.protocols.add(protocol)
-        return protocol
-
-
-def _between_transactions(protocol: SMTPProtocol) -> bool:
-    """True if the session has no command in flight and no transaction open."""
-    session = getattr(protocol, "session", None)
-    if session is None or session.closed:
-        return False
-    return (not protocol._busy and protocol._reader is None
-            and session.transaction.sender is None)
-
-
-class Drain:
-    """Graceful stop of one worker: stop accepting, finish transactions, then close."""
-
-    def __init__(self, ports: Sequence[IListeningPort], factory: TrackingFactory,
-                 grace: float, clock: Any, interval: float = 0.05) -> None:
-        self.ports = list(ports)
-        self.factory = factory
-        self.grace = grace
-        self.clock = clock
-        self.interval = interval
-
-    def __call__(self) -> Deferred[None]:
-        """Start draining; the Deferred fires when every connection is gone."""
-        for port in self.ports:
-            port.stopListening()
-        done: Deferred[None] = Deferred()
-        deadline = self.clock.seconds() + self.grace
-
-        def check() -> None:
-            live = [p for p in self.factory.protocols
-                    if p.transport is not None and getattr(p.transport, "connected", False)]
-            for protocol in live:
-                if _between_transactions(protocol):
-                    protocol.session.respond(421, "Service shutting down, try again later", "4.3.2")
-                    protocol.session.disconnect()
-            if not live:
-                done.callback(None)
-                return
-            if self.clock.seconds() >= deadline:
-                for protocol in live:
-                    protocol.transport.abortConnection()  # type: ignore[union-attr]
-                self.clock.callLater(self.interval, done.callback, None)
-                return
-            self.clock.callLater(self.interval, check)
-
-        check()
-        return done
-
-
 class _ParentWatch(abstract.FileDescriptor):
     """Stops the reactor when the master's end of our stdin pipe closes."""
 
@@ -375,23 +310,27 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout, timeFormat="")],
                                      redirectStandardIO=False)
     try:
-        top = QPSMTPDService(options.config)
+        top = QPSMTPDService(options.config, grace=options.grace)
     except ConfigError as err:
         print(f"qpsmtpd worker: {err}", file=sys.stderr)
         return 2
-    factory = TrackingFactory(top.factory.engine)
-    top.factory = factory  # reload() replaces factory.engine, so SIGHUP keeps working
-    ports = []
+    ports: list[IListeningPort] = []
     for spec in options.listen:
         fd, _, family = spec.partition(":")
         os.set_blocking(int(fd), False)
-        ports.append(reactor.adoptStreamPort(int(fd), int(family), factory))  # type: ignore[attr-defined]
+        ports.append(reactor.adoptStreamPort(int(fd), int(family), top.factory))  # type: ignore[attr-defined]
         os.close(int(fd))  # adoptStreamPort duplicated it
     os.set_blocking(0, False)
     watch = _ParentWatch(reactor)
     watch.startReading()
-    drain = Drain(ports, factory, options.grace, reactor)
-    reactor.addSystemEventTrigger("before", "shutdown", drain)  # type: ignore[attr-defined]
+
+    def stop() -> Deferred[None]:
+        # stop accepting first; the service then drains, closes the engine and stops its threads
+        for port in ports:
+            port.stopListening()
+        return top.stopService()
+
+    reactor.addSystemEventTrigger("before", "shutdown", stop)  # type: ignore[attr-defined]
     reactor.callWhenRunning(top.startService)  # type: ignore[attr-defined]
     reactor.run()  # type: ignore[attr-defined]
     return 0

@@ -1,8 +1,11 @@
-"""Bytes in, replies out: line splitting, DATA framing, pipelining, timeouts.
+"""Bytes in, replies out: line splitting, pipelining, timeouts, and feeding the message receiver.
 
 One command is in flight at a time: while its hook chain runs the transport
 is paused and later pipelined input waits in the buffer, so replies always
-come out in order.
+come out in order. At the two points where a client must wait for us
+without talking (before the greeting, after DATA before 354) the transport
+keeps reading a little, so a client that talks anyway is noted as an early
+talker on its connection.
 """
 
 from __future__ import annotations
@@ -16,13 +19,26 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from qptwisted.core.codes import LOGINFO
-from qptwisted.mail.connection import Connection
-from qptwisted.smtp.receiver import DataReader
+from qptwisted.mail.connection import Connection, TLSInfo
+from qptwisted.smtp.receiver import MessageReceiver
 from qptwisted.smtp.session import Session
 
 if TYPE_CHECKING:
     from qptwisted.core.engine import Engine
-    from qptwisted.service.server import SMTPFactory
+
+
+class ListenerContext:
+    """What a protocol needs from the listener that made it: its engine and connection counts."""
+
+    engine: Engine
+
+    def opened(self, ip: str) -> tuple[int, int]:
+        """Count a new connection; returns (connections, connections from ``ip``)."""
+        raise NotImplementedError
+
+    def closed(self, ip: str) -> None:
+        """Forget a connection that ended."""
+        raise NotImplementedError
 
 
 @implementer(IHandshakeListener)
@@ -32,28 +48,28 @@ class SMTPProtocol(Protocol):
     session: Session
     engine: Engine
 
-    def __init__(self, factory: SMTPFactory) -> None:
+    def __init__(self, factory: ListenerContext) -> None:
         self.factory = factory
         self._buffer = b""
         self._busy = False
         self._processing = False
         self._discarding = False
-        self._reader: DataReader | None = None
+        self._receiver: MessageReceiver | None = None
         self._timer: IDelayedCall | None = None
         self._last = 0.0
-        self._watching = False
 
     # -- connection lifecycle --------------------------------------------------
     def connectionMade(self) -> None:
         """Build the session and run ``pre-connection`` and ``connect``; greet after."""
         self.engine = engine = self.factory.engine
+        engine.acquire()
         peer, host = self.transport.getPeer(), self.transport.getHost()  # type: ignore[union-attr]
         connection = Connection(getattr(peer, "host", "127.0.0.1"), getattr(peer, "port", 0),
                                 getattr(host, "host", "127.0.0.1"), getattr(host, "port", 0))
         self.session = Session(engine, connection, self)
         concurrent, from_ip = self.factory.opened(connection.remote_ip)
         self._last = engine.clock.seconds()
-        self._timer = engine.clock.callLater(engine.command_timeout, self._check_idle)
+        self._timer = engine.clock.callLater(engine.settings.command_timeout, self._check_idle)
         self._wait(self.session.start(concurrent, from_ip))
 
     def connectionLost(self, reason: Failure | None = None) -> None:
@@ -65,10 +81,17 @@ class SMTPProtocol(Protocol):
             self._timer.cancel()
         self._timer = None
         self.factory.closed(self.session.connection.remote_ip)
-        if self._reader is not None:
-            self._reader = None
-            self.session.data_aborted()
-        self.session.connection_lost()
+        self._receiver = None
+        try:
+            self.session.connection_lost()
+        finally:
+            self.engine.release()
+
+    def is_idle(self) -> bool:
+        """True between transactions: no command in flight, no message arriving, no MAIL given."""
+        session = self.session
+        return (not session.closed and not self._busy and self._receiver is None
+                and session.transaction.sender is None)
 
     # -- what the session calls ------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -80,9 +103,9 @@ class SMTPProtocol(Protocol):
         self._buffer = b""
         self.transport.loseConnection()  # type: ignore[union-attr]
 
-    def start_data(self, reader: DataReader) -> None:
-        """Feed what follows to ``reader`` until the end of the message."""
-        self._reader = reader
+    def start_data(self, receiver: MessageReceiver) -> None:
+        """Feed what follows to ``receiver`` until the end of the message."""
+        self._receiver = receiver
 
     def start_tls(self, context: IOpenSSLServerConnectionCreator | Any) -> None:
         """Switch to TLS; plaintext pipelined after STARTTLS is discarded (CVE-2011-0411)."""
@@ -91,51 +114,41 @@ class SMTPProtocol(Protocol):
 
     def handshakeCompleted(self) -> None:
         """TLS is up (STARTTLS or an implicit-TLS listener): tell the session what was negotiated."""
-        from qptwisted.lib.tls import tls_info
-
-        self.session.tls_established(tls_info(self.transport.getHandle()))  # type: ignore[union-attr]
+        self.session.tls_established(TLSInfo.from_handle(self.transport.getHandle()))  # type: ignore[union-attr]
 
     # -- input -------------------------------------------------------------------
     def dataReceived(self, data: bytes) -> None:
         """Buffer input; process it unless a command is in flight."""
-        if self.session.closed:
+        session = self.session
+        if session.closed:
             return  # closing: input is ignored and must not pile up in memory
         self._last = self.engine.clock.seconds()
         self._buffer = self._buffer + data if self._buffer else data
-        if self._busy and len(self._buffer) > self.engine.max_command_length:
-            self.transport.pauseProducing()  # type: ignore[union-attr]
-        if not self._busy and not self._processing:
+        if self._busy:
+            if session.sync_point:
+                session.connection.early_talker = True
+            if len(self._buffer) > self.engine.settings.max_command_length:
+                self.transport.pauseProducing()  # type: ignore[union-attr]
+        elif not self._processing:
             self._process()
-
-    def watch_input(self) -> None:
-        """Keep reading while the current command is in flight (input still waits).
-
-        For plugins such as ``earlytalker`` that check whether the client
-        talks before it was answered; see :meth:`input_pending`.
-        """
-        self._watching = True
-        self.transport.resumeProducing()  # type: ignore[union-attr]
-
-    def input_pending(self) -> bool:
-        """True if the client sent bytes that no command has consumed yet."""
-        return bool(self._buffer)
 
     def _process(self) -> None:
         session = self.session
+        limit = self.engine.settings.max_command_length
         self._processing = True
         try:
             while self._buffer and not self._busy and not session.closed:
-                if self._reader is not None:
-                    self._feed_data(self._reader)
+                if self._receiver is not None:
+                    self._feed_message(self._receiver)
                     continue
                 end = self._buffer.find(b"\n")
                 if end < 0:
-                    if len(self._buffer) > self.engine.max_command_length:
+                    if len(self._buffer) > limit:
                         self._discarding = True
                         self._buffer = b""
                     return
                 line, self._buffer = self._buffer[:end], self._buffer[end + 1 :]
-                if self._discarding or end + 1 > self.engine.max_command_length:
+                if self._discarding or end + 1 > limit:
                     self._discarding = False
                     session.respond(500, "Line too long", "5.5.2")
                     continue
@@ -145,27 +158,25 @@ class SMTPProtocol(Protocol):
         finally:
             self._processing = False
 
-    def _feed_data(self, reader: DataReader) -> None:
-        rest = reader.feed(self._buffer)
-        session = self.session
-        if rest is None:
-            self._buffer = b""
-            if session.waiting is not None:
-                self._wait(session.waiting)
-            return
-        self._buffer = rest
-        self._reader = None
-        if session.waiting is not None:
-            self._wait(session.waiting.addCallback(lambda _: session.data_end()))
-        else:
-            self._wait(session.data_end())
+    def _feed_message(self, receiver: MessageReceiver) -> None:
+        waiting = receiver.feed(self._buffer)
+        self._buffer = b""
+        if receiver.complete:
+            self._buffer = receiver.rest or b""
+            self._receiver = None
+            self._wait(self.session.message_received(receiver))
+        elif waiting is not None:
+            self._wait(waiting)
 
     def _wait(self, step: Deferred[Any] | None) -> None:
         if step is None:
             return
         self._busy = True
-        watching, self._watching = self._watching, False
-        if not watching and not self.session.closed:
+        session = self.session
+        if session.sync_point:
+            if self._buffer:  # sent in one go with the command that must be answered first
+                session.connection.early_talker = True
+        elif not session.closed:
             self.transport.pauseProducing()  # type: ignore[union-attr]
         step.addBoth(self._resume)
 
@@ -180,11 +191,11 @@ class SMTPProtocol(Protocol):
 
     # -- timeouts ------------------------------------------------------------------
     def _check_idle(self) -> None:
-        engine = self.engine
-        limit = engine.timeout if self._reader is not None else engine.command_timeout
-        idle = engine.clock.seconds() - self._last
+        settings = self.engine.settings
+        limit = settings.timeout if self._receiver is not None else settings.command_timeout
+        idle = self.engine.clock.seconds() - self._last
         if self._busy or idle < limit:
-            self._timer = engine.clock.callLater(limit if self._busy else limit - idle, self._check_idle)
+            self._timer = self.engine.clock.callLater(limit if self._busy else limit - idle, self._check_idle)
             return
         self._timer = None
         self.session.respond(421, "Connection Timed Out", "4.4.2")

@@ -1,4 +1,4 @@
-"""The DATA reader: frames a message body at C speed, chunk by chunk.
+"""Receiving one message: the DATA framer, and the receiver that owns a message while it arrives.
 
 Only ``<CRLF>.<CRLF>`` ends a message. Bare CR or LF anywhere in the body is
 noted (the message is then refused), so ``<LF>.<LF>``, ``<LF>.<CR><LF>`` and
@@ -10,6 +10,14 @@ is no per-line Python loop.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from qptwisted.core.replies import Reply
+from qptwisted.core.settings import Settings
+from qptwisted.mail.headers import HeaderSplitter
+from qptwisted.mail.transaction import Transaction
 
 #: the longest partial line kept when lines have no length limit
 HARD_LINE_LIMIT = 1 << 20
@@ -53,8 +61,9 @@ class DataReader:
         else:
             partial = buf[last + 2 :]
             self._process(buf[: last + 2])
-        if len(partial) > self.max_line:
-            # A line this long is refused anyway; keep one byte to see a CR before LF.
+        if len(partial) > self.max_line + 1:
+            # A line this long is refused anyway (even after removing a stuffed dot); keep one
+            # byte to see a CR before LF.
             self.long_line = True
             self._mid_line = True
             partial = partial[-1:]
@@ -70,14 +79,15 @@ class DataReader:
         crlf = lines.count(b"\r\n")
         if lines.count(b"\n") != crlf or lines.count(b"\r") != crlf:
             self.bare_newline = True
-        if len(lines) > self.max_line and not self.long_line:
-            self.long_line = max(map(len, lines.split(b"\r\n"))) > self.max_line - 2
         out = lines.replace(b"\r\n", b"\n")
         # RFC 5321 4.5.2: the first of a line's leading dots is always deleted
         if out[:1] == b".":
             out = out[1:]
         if b"\n." in out:
             out = out.replace(b"\n.", b"\n")
+        # RFC 5321 4.5.3.1.6: the limit does not count the dot added for transparency
+        if len(out) >= self.max_line - 1 and not self.long_line:
+            self.long_line = max(map(len, out.split(b"\n"))) > self.max_line - 2
         self.size += len(out)
         if self.too_big:
             return
@@ -85,3 +95,106 @@ class DataReader:
             self.too_big = True
             return
         self.sink(out)
+
+
+class MessageReceiver:
+    """Owns one message while it arrives after ``354`` (shaped like Twisted's ``IMessageSMTP``).
+
+    :meth:`feed` takes the bytes of the wire and may return a Deferred to
+    wait on (a ``data_headers_end`` chain is running); once :attr:`complete`,
+    :attr:`rest` holds the bytes after the terminator and :meth:`verdict`
+    says whether the message must be refused; :meth:`abort` drops it. The
+    receiver frames the message (:class:`DataReader`), splits the header
+    block off, spools the body into the transaction and notes what was
+    wrong (bare newlines, long lines, size, header size, a spool error).
+    """
+
+    __slots__ = ("transaction", "reader", "max_header", "header_too_large", "spool_error", "waiting",
+                 "rest", "_splitter", "_headers_end")
+
+    def __init__(self, transaction: Transaction, settings: Settings,
+                 headers_end: Callable[[], Deferred[Any] | None] | None = None) -> None:
+        self.transaction = transaction
+        self.reader = DataReader(self._piece, settings.databytes, settings.max_line_length)
+        self.max_header = settings.max_header_size
+        self.header_too_large = False
+        self.spool_error: OSError | None = None
+        #: a ``data_headers_end`` chain still running; the message's end waits for it
+        self.waiting: Deferred[Any] | None = None
+        #: the bytes after the terminator, once the message is complete
+        self.rest: bytes | None = None
+        self._splitter: HeaderSplitter | None = HeaderSplitter()
+        self._headers_end = headers_end
+
+    @property
+    def complete(self) -> bool:
+        """True once the terminator arrived."""
+        return self.rest is not None
+
+    def feed(self, data: bytes) -> Deferred[Any] | None:
+        """Take bytes from the wire; a Deferred asks the caller to wait before feeding more."""
+        rest = self.reader.feed(data)
+        if rest is not None:
+            self.rest = rest
+            if self._splitter is not None:  # the header block ends with the message
+                header, body = self._splitter.feed(b"", final=True)  # type: ignore[misc]
+                self._end_header(header, body)
+        return self.waiting
+
+    def _piece(self, data: bytes) -> None:
+        splitter = self._splitter
+        if splitter is not None:
+            split = splitter.feed(data)
+            if split is None:
+                if splitter.size > self.max_header:
+                    self.header_too_large = True
+                    self._end_header(b"", b"")
+                return
+            self._end_header(*split)
+            return
+        if self.spool_error is None:
+            try:
+                self.transaction.body_write(data)
+            except OSError as err:
+                self.spool_error = err
+
+    def _end_header(self, header: bytes, body: bytes) -> None:
+        self._splitter = None
+        if len(header) > self.max_header:
+            self.header_too_large = True
+            header = b""
+        self.transaction.raw_header = header
+        if body:
+            self._piece(body)
+        if self._headers_end is not None:
+            step = self._headers_end()
+            if step is not None:
+                self.waiting = step
+                step.addBoth(self._done_waiting)
+
+    def _done_waiting(self, result: object) -> object:
+        self.waiting = None
+        return result
+
+    def verdict(self) -> Reply | None:
+        """The reply that refuses the message, or None when it may go on to ``data_post``."""
+        reader = self.reader
+        self.transaction.data_size = reader.size
+        if reader.bare_newline:
+            return Reply(550, "5.6.0", "Message contains bare CR or LF characters (RFC 5321 2.3.8)")
+        if reader.long_line:
+            return Reply(500, "5.5.2", f"Message has a line longer than {reader.max_line} bytes")
+        if reader.too_big:
+            return Reply(552, "5.3.4", "Message too big!")
+        if self.header_too_large:
+            return Reply(552, "5.3.4", "Message header too large")
+        if self.spool_error is not None:
+            return Reply(452, "4.3.1", "Insufficient system storage, try again later")
+        return None
+
+    def abort(self) -> None:
+        """The connection ended inside the message: drop what arrived."""
+        if self.waiting is not None:
+            waiting, self.waiting = self.waiting, None
+            waiting.cancel()
+        self.transaction.close()

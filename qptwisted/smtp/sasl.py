@@ -24,19 +24,45 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from twisted.cred.portal import IRealm, Portal
-from zope.interface import Interface, implementer
+from twisted.internet.defer import Deferred
 
 from qptwisted.core.codes import DECLINED, DENYSOFT, DONE, LOGDEBUG, LOGINFO, LOGWARN, OK, HookResult
 
 if TYPE_CHECKING:
-    from qptwisted.smtp.session import Session, Step
+    from qptwisted.core.engine import Engine
+    from qptwisted.mail.connection import Connection
+    from qptwisted.mail.transaction import Transaction
+
+Step = Deferred[Any] | None
+
+
+class Session(Protocol):
+    """What AUTH needs of the SMTP session (which imports this module, so it is described here)."""
+
+    engine: Engine
+    connection: Connection
+    transaction: Transaction
+
+    def respond(self, code: int, message: str, enhanced: str | None = "") -> None:
+        """Send a reply."""
+
+    def disconnect(self) -> None:
+        """Close after the replies."""
+
+    def expect_line(self, handler: Callable[[str], Step]) -> None:
+        """Give the next line to ``handler``."""
+
+    def unrecognized(self, verb: str, rest: str) -> Step:
+        """Answer as for an unknown verb."""
+
+    def _run(self, hook: str, then: Callable[[HookResult], Step], *args: Any, **kwargs: Any) -> Step: ...
+
+    def _parser(self, hook: str) -> Callable[[str], Any] | None: ...
 
 #: mechanisms in the order EHLO lists them
 MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
@@ -55,7 +81,7 @@ def mechanisms(session: Session) -> list[str]:
 
 def tls_required(session: Session) -> bool:
     """True while ``tls_before_auth`` keeps AUTH away from this (plaintext) connection."""
-    return session.connection.tls is None and session.engine.config.get_int("tls_before_auth", 1) != 0
+    return session.connection.tls is None and session.engine.config.get_bool("tls_before_auth", True)
 
 
 def capabilities(session: Session) -> list[str]:
@@ -133,7 +159,7 @@ class _Exchange:
             self.session.respond(501, "CRAM-MD5 takes no initial response", "5.5.4")
             return None
         engine = self.session.engine
-        self.ticket = f"<{int.from_bytes(os.urandom(8), 'big')}.{int(time.time())}@{engine.me}>"
+        self.ticket = f"<{int.from_bytes(os.urandom(8), 'big')}.{int(time.time())}@{engine.settings.me}>"
         return self._ask(base64.b64encode(self.ticket.encode()).decode(), self._cram)
 
     def _plain(self, data: bytes) -> Step:
@@ -163,7 +189,7 @@ class _Exchange:
     # -- checking ------------------------------------------------------------------
     def _check(self, user: str, password: str | None, digest: str | None, ticket: str | None) -> Step:
         session = self.session
-        if session.engine.config.get_int("auth_debug_credentials", 0):
+        if session.engine.config.get_bool("auth_debug_credentials", False):
             session.engine.log(LOGDEBUG, f"auth debug: mechanism={self.mechanism} user={user!r} "
                                f"password={password!r} hash={digest!r}")
         args = (self.mechanism.lower(), user, password, digest, ticket)
@@ -220,59 +246,3 @@ def _decode(text: str) -> bytes | None:
         return base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, ValueError, UnicodeEncodeError):
         return None
-
-
-def cram_md5_digest(secret: str, ticket: str) -> str:
-    """The CRAM-MD5 response digest (hex) a client with ``secret`` sends for ``ticket``."""
-    return hmac.new(secret.encode(), ticket.encode(), "md5").hexdigest()
-
-
-def cram_md5_matches(secret: str, ticket: str, digest: str) -> bool:
-    """True if ``digest`` proves knowledge of ``secret`` (constant-time compare)."""
-    return hmac.compare_digest(cram_md5_digest(secret, ticket), digest.lower())
-
-
-# -- twisted.cred bridge -----------------------------------------------------------------
-
-class ISMTPAuthenticatedUser(Interface):
-    """The avatar interface ``auth/cred`` asks a portal for: an SMTP AUTH login."""
-
-
-@implementer(ISMTPAuthenticatedUser)
-class AuthenticatedUser:
-    """The avatar :func:`simple_portal`'s realm returns: just the avatar id."""
-
-    def __init__(self, avatar_id: bytes | str) -> None:
-        self.avatar_id = avatar_id
-
-
-@implementer(IRealm)
-class _Realm:
-    def requestAvatar(self, avatar_id: Any, mind: Any,
-                      *interfaces: Any) -> tuple[Any, Any, Callable[[], None]]:
-        if ISMTPAuthenticatedUser in interfaces:
-            return ISMTPAuthenticatedUser, AuthenticatedUser(avatar_id), lambda: None
-        raise NotImplementedError("only ISMTPAuthenticatedUser is supported")
-
-
-_portals: dict[str, Portal] = {}
-
-
-def simple_portal(*checkers: Any) -> Portal:
-    """A portal over ``checkers`` whose realm grants :class:`ISMTPAuthenticatedUser`."""
-    return Portal(_Realm(), checkers)
-
-
-def register_portal(portal: Portal, name: str = "default") -> None:
-    """Make ``portal`` available to ``auth/cred`` under ``name`` (call before loading plugins)."""
-    _portals[name] = portal
-
-
-def unregister_portal(name: str = "default") -> None:
-    """Forget a registered portal."""
-    _portals.pop(name, None)
-
-
-def get_portal(name: str = "default") -> Portal | None:
-    """The portal registered under ``name``, or None."""
-    return _portals.get(name)

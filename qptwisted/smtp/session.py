@@ -14,11 +14,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from qptwisted._version import __version__
-from qptwisted.core import replies
-from qptwisted.smtp import sasl
-from qptwisted.mail.address import Address, AddressError, parse_params, split_path
 from qptwisted.core.codes import (
     DECLINED,
     DONE,
@@ -27,16 +25,19 @@ from qptwisted.core.codes import (
     OK,
     HookResult,
 )
+from qptwisted.core.hooks import HOOKS, HookSpec
+from qptwisted.core.replies import FAULT, Reply, format_reply
+from qptwisted.interfaces import IConnectionControl
+from qptwisted.mail.address import Address, AddressError, parse_params, split_path
 from qptwisted.mail.connection import Connection, TLSInfo
-from qptwisted.smtp.receiver import DataReader
 from qptwisted.mail.headers import (
     authentication_results,
     neutralize_forged_results,
     received_line,
-    split_header,
 )
-from qptwisted.core.replies import Reply, ReplyTable, format_reply
 from qptwisted.mail.transaction import Transaction
+from qptwisted.smtp import sasl
+from qptwisted.smtp.receiver import MessageReceiver
 
 if TYPE_CHECKING:
     from qptwisted.core.engine import Engine
@@ -45,6 +46,10 @@ Step = Deferred[Any] | None
 _VERB = re.compile(r"[A-Za-z0-9_-]{1,12}\Z")
 _HELP = ("This is qptwisted {version}\nSee the README of qptwisted for help.\n"
          "To report bugs or send comments, mail to <postmaster@{me}>.")
+_CONNECT, _PRE_CONNECTION, _HELO = HOOKS["connect"], HOOKS["pre_connection"], HOOKS["helo"]
+_MAIL, _RCPT, _DATA, _DATA_POST = HOOKS["mail"], HOOKS["rcpt"], HOOKS["data"], HOOKS["data_post"]
+_DATA_HEADERS_END, _QUEUE, _NOOP = HOOKS["data_headers_end"], HOOKS["queue"], HOOKS["noop"]
+_VRFY, _HELP_HOOK, _UNRECOGNIZED = HOOKS["vrfy"], HOOKS["help"], HOOKS["unrecognized_command"]
 
 
 class Transport(Protocol):
@@ -56,29 +61,34 @@ class Transport(Protocol):
     def close(self) -> None:
         """Close the connection after pending writes."""
 
-    def start_data(self, reader: DataReader) -> None:
-        """Hand the following input to ``reader`` until the message ends."""
+    def start_data(self, receiver: MessageReceiver) -> None:
+        """Hand the following input to ``receiver`` until the message ends."""
 
     def start_tls(self, context: Any) -> None:
         """Discard buffered input and start TLS with ``context``."""
 
 
+@implementer(IConnectionControl)
 class Session:
-    """One SMTP conversation, qpsmtpd's ``Qpsmtpd::SMTP``."""
+    """One SMTP conversation, qpsmtpd's ``Qpsmtpd::SMTP``.
+
+    It is the connection's control interface (:class:`IConnectionControl`):
+    plugins reply, disconnect and start TLS through ``transaction.connection``.
+    ``sync_point`` is true while the client must wait for our answer without
+    sending anything (before the greeting, after DATA before 354): bytes
+    that arrive then make the connection an ``early_talker``.
+    """
 
     def __init__(self, engine: Engine, connection: Connection, transport: Transport) -> None:
         self.engine = engine
+        self.settings = engine.settings
         self.connection = connection
         self.transport = transport
         self.closed = False
-        self.waiting: Deferred[Any] | None = None
-        connection.session = self
+        self.sync_point = False
+        connection.control = self
         self.transaction = self._new_transaction()
-        self._header_buffer = b""
-        self._in_header = False
-        self._spool_error: OSError | None = None
-        self._header_too_large = False
-        self._reader: DataReader | None = None
+        self.receiver: MessageReceiver | None = None
         self._line_handler: Callable[[str], Step] | None = None
         self.commands: dict[str, Callable[[str], Step]] = {
             "helo": self.helo, "ehlo": self.ehlo, "mail": self.mail, "rcpt": self.rcpt,
@@ -101,10 +111,10 @@ class Session:
             self.closed = True
             self.transport.close()
 
-    def _reply(self, reply: Reply, result: HookResult, **fields: str) -> None:
+    def _reply(self, reply: Reply, result: HookResult, close: bool = False, **fields: str) -> None:
         text = result.message or (reply.text.format(**fields) if fields else reply.text)
         self.respond(reply.code, text, reply.enhanced)
-        if reply.close:
+        if close:
             self.disconnect()
 
     def _run(self, hook: str, then: Callable[[HookResult], Step], *args: Any, **kwargs: Any) -> Step:
@@ -118,24 +128,28 @@ class Session:
             return None
         return then(result)
 
-    def _deny(self, table: ReplyTable, result: HookResult, **fields: str) -> bool:
-        """Send the reply for a refusing answer; True if ``result`` was one (or DONE)."""
+    def _deny(self, hook: HookSpec, result: HookResult, **fields: str) -> bool:
+        """Send the reply for a refusing answer; True if ``result`` was one (or DONE).
+
+        A chain that a broken plugin failed closed answers the FAULT reply (451 4.3.0).
+        """
         if result.code is DONE:
             return True
-        reply = table.get(result.code)
+        reply = FAULT if result.value is FAULT else hook.replies.get(result.code)
         if reply is None:
             return False
-        self._reply(reply, result, **fields)
+        self._reply(reply, result if reply is not FAULT else result._replace(message=None),
+                    result.code in hook.closing, **fields)
         return True
 
     def _new_transaction(self) -> Transaction:
-        return Transaction(self.connection, self.engine.spool_dir, self.engine.size_threshold)
+        return Transaction(self.connection, self.settings.spool_dir, self.settings.size_threshold)
 
     def reset_transaction(self) -> None:
         """End the transaction (firing ``reset_transaction``) and start a new one."""
         old = self.transaction
         if self.engine.hooks.has("reset_transaction"):
-            self.engine.hooks.run("reset_transaction", old)
+            self.engine.hooks.run("reset_transaction", old)  # an observer: its answer does not matter
         old.close()
         self.transaction = self._new_transaction()
 
@@ -150,22 +164,24 @@ class Session:
     def start(self, concurrent: int = 1, concurrent_from_ip: int = 1) -> Step:
         """Run ``pre-connection`` and ``connect``, then greet."""
         c = self.connection
+        self.sync_point = True
         return self._run("pre_connection", self._after_pre_connection,
                          remote_ip=c.remote_ip, remote_port=c.remote_port, local_ip=c.local_ip,
                          local_port=c.local_port, connections=concurrent,
                          connections_from_ip=concurrent_from_ip)
 
     def _after_pre_connection(self, result: HookResult) -> Step:
-        if result.code is not DONE and self._deny(replies.PRE_CONNECTION, result):
+        if result.code is not DONE and self._deny(_PRE_CONNECTION, result):
             return None
         return self._run("connect", self._greet)
 
     def _greet(self, result: HookResult) -> Step:
-        if self._deny(replies.CONNECT, result):
+        self.sync_point = False
+        if self._deny(_CONNECT, result):
             return None
-        greeting = self.engine.greeting
+        greeting = self.settings.greeting
         if greeting is None:
-            greeting = (f"{self.engine.me} ESMTP qptwisted {__version__} ready; "
+            greeting = (f"{self.settings.me} ESMTP qptwisted {__version__} ready; "
                         "send us your mail, but not your spam.")
         elif "ESMTP" not in greeting:
             greeting += " ESMTP"
@@ -175,9 +191,9 @@ class Session:
     def connection_lost(self) -> None:
         """The client is gone: ``disconnect``, ``reset_transaction``, ``post-connection``."""
         self.closed = True
-        if self.waiting is not None:
-            waiting, self.waiting = self.waiting, None
-            waiting.cancel()
+        if self.receiver is not None:
+            receiver, self.receiver = self.receiver, None
+            receiver.abort()
         hooks = self.engine.hooks
         if hooks.has("disconnect"):
             hooks.run("disconnect", self.transaction)
@@ -185,7 +201,7 @@ class Session:
         if hooks.has("post_connection"):
             hooks.run("post_connection", self.transaction)
         self.transaction.close()
-        self.connection.session = None
+        self.connection.control = None
 
     # -- commands -------------------------------------------------------------
     def command(self, line: str) -> Step:
@@ -246,15 +262,15 @@ class Session:
         return self._run("unrecognized_command", self._after_unrecognized, verb, rest)
 
     def _after_unrecognized(self, result: HookResult) -> Step:
-        if not self._deny(replies.UNRECOGNIZED, result):
+        if not self._deny(_UNRECOGNIZED, result):
             self.respond(500, "Unrecognized command", "5.5.1")
         return None
 
     def _parser(self, hook: str) -> Callable[[str], Any] | None:
         if not self.engine.hooks.has(hook):
             return None
-        result = self.engine.hooks.run(hook, self.transaction)
-        return result.value if isinstance(result, HookResult) and callable(result.value) else None
+        result = self.engine.hooks.run_sync(hook, self.transaction)
+        return result.value if callable(result.value) else None
 
     # HELO / EHLO
     def helo(self, rest: str) -> Step:
@@ -275,20 +291,20 @@ class Session:
             self.respond(503, f"but you already said {self.connection.hello.upper()} ...", "5.5.1")
             return None
         host = words[0]
-        return self._run(verb, lambda result: self._after_hello(verb, host, result), host, *words[1:])
+        return self._run(verb, lambda result: self._after_hello(verb, host, result), host)
 
     def _after_hello(self, verb: str, host: str, result: HookResult) -> Step:
-        if self._deny(replies.HELO, result):
+        if self._deny(_HELO, result):
             return None
         connection = self.connection
         connection.hello, connection.hello_host = verb, host
-        hi = f"{self.engine.me} Hi {connection.remote_info} [{connection.remote_ip}]"
+        hi = f"{self.settings.me} Hi {connection.remote_info} [{connection.remote_ip}]"
         if verb == "helo":
             self.respond(250, result.message or f"{hi}; I am so happy to meet you.", None)
             return None
         lines = [hi, "PIPELINING", "8BITMIME"]
-        if self.engine.databytes:
-            lines.append(f"SIZE {self.engine.databytes}")
+        if self.settings.databytes:
+            lines.append(f"SIZE {self.settings.databytes}")
         lines += ["ENHANCEDSTATUSCODES", "SMTPUTF8"]
         lines += self.transaction.notes.get("capabilities", ())
         lines += sasl.capabilities(self)
@@ -316,7 +332,7 @@ class Session:
             if not size.isdigit():
                 self.respond(501, "Syntax error in SIZE parameter", "5.5.4")
                 return None
-            if self.engine.databytes and int(size) > self.engine.databytes:
+            if self.settings.databytes and int(size) > self.settings.databytes:
                 self.respond(552, "Message size exceeds fixed maximum message size", "5.3.4")
                 return None
         body = params.get("body")
@@ -353,7 +369,7 @@ class Session:
         return self._run("mail", lambda result: self._after_mail(sender, result), sender, **kwargs)
 
     def _after_mail(self, sender: Address, result: HookResult) -> Step:
-        if self._deny(replies.MAIL, result, addr=str(sender)):
+        if self._deny(_MAIL, result, addr=str(sender)):
             return None
         self.transaction.sender = sender
         self.respond(250, result.message if result.code is OK and result.message else
@@ -371,7 +387,7 @@ class Session:
         if not colon or keyword.strip().lower() != "to":
             self.respond(501, "Syntax error in command", "5.5.4")
             return None
-        if len(transaction.recipients) >= self.engine.max_recipients:
+        if len(transaction.recipients) >= self.settings.max_recipients:
             self.respond(452, "Too many recipients", "4.5.3")
             return None
         parsed = self._parse_envelope("rcpt_parse", argument)
@@ -395,10 +411,11 @@ class Session:
         return self._run("rcpt", lambda result: self._after_rcpt(recipient, result), recipient, **params)
 
     def _after_rcpt(self, recipient: Address, result: HookResult) -> Step:
-        if self._deny(replies.RCPT, result):
+        if self._deny(_RCPT, result):
             return None
         if result.code is not OK:
-            self._reply(replies.RCPT_DECLINED, result._replace(message=None))
+            self._reply(_RCPT.declined,  # type: ignore[arg-type]
+                        result._replace(message=None))
             return None
         self.transaction.add_recipient(recipient)
         self.respond(250, result.message or f"{recipient}, recipient ok", "2.1.5")
@@ -407,10 +424,12 @@ class Session:
     # DATA
     def data(self, rest: str) -> Step:
         """DATA: run the ``data`` hook, check the envelope, then read the message."""
+        self.sync_point = True
         return self._run("data", self._after_data)
 
     def _after_data(self, result: HookResult) -> Step:
-        if self._deny(replies.DATA, result):
+        self.sync_point = False
+        if self._deny(_DATA, result):
             if result.code is not DONE and not self.closed:
                 self.reset_transaction()
             return None
@@ -420,121 +439,71 @@ class Session:
         if not self.transaction.recipients:
             self.respond(503, "RCPT first", "5.5.1")
             return None
-        self._header_buffer = b""
-        self._in_header = True
-        self._spool_error = None
-        self._header_too_large = False
-        engine = self.engine
-        self._reader = DataReader(self._data_piece, engine.databytes, engine.max_line_length)
+        headers_end = self._headers_end if self.engine.hooks.has("data_headers_end") else None
+        self.receiver = MessageReceiver(self.transaction, self.settings, headers_end)
         self.respond(354, "go ahead, end data with <CR><LF>.<CR><LF>", None)
-        self.transport.start_data(self._reader)
+        self.transport.start_data(self.receiver)
         return None
 
-    def _data_piece(self, data: bytes) -> None:
-        """Store a piece of the message; notice where the header block ends."""
-        if self._in_header:
-            buffer = self._header_buffer + data if self._header_buffer else data
-            split = split_header(buffer)
-            if split is None:
-                if len(buffer) > self.engine.max_header_size:
-                    self._end_header(buffer, b"")
-                    return
-                self._header_buffer = buffer
-                return
-            self._end_header(*split)
-            return
-        if self._spool_error is None:
-            try:
-                self.transaction.body_write(data)
-            except OSError as err:
-                self._spool_error = err
-
-    def _end_header(self, header: bytes, body: bytes) -> None:
-        self._in_header = False
-        self._header_buffer = b""
-        if len(header) > self.engine.max_header_size:
-            self._header_too_large = True
-            header = b""
-        self.transaction.raw_header = header
-        if body:
-            self._data_piece(body)
-        if self.engine.hooks.has("data_headers_end"):
-            step = self._run("data_headers_end", self._after_headers_end)
-            if step is not None:
-                self.waiting = step
-                step.addBoth(self._done_waiting)
-
-    def _done_waiting(self, result: object) -> object:
-        self.waiting = None
-        return result
+    def _headers_end(self) -> Step:
+        return self._run("data_headers_end", self._after_headers_end)
 
     def _after_headers_end(self, result: HookResult) -> Step:
-        self._deny(replies.DATA_HEADERS_END, result)
+        self._deny(_DATA_HEADERS_END, result)
         return None
 
-    def data_end(self) -> Step:
-        """The terminator arrived: check the message, add headers, run data_post and queue."""
-        reader, self._reader = self._reader, None
-        assert reader is not None
-        if self.closed:
-            return None
-        if self._in_header:
-            # the header block ends with the message: data_headers_end answers first
-            self._end_header(*(split_header(self._header_buffer, final=True) or (b"", b"")))
-            if self.waiting is not None:
-                return self.waiting.addCallback(lambda _: self._check_message(reader))
-        return self._check_message(reader)
+    def message_received(self, receiver: MessageReceiver) -> Step:
+        """The terminator arrived: once ``data_headers_end`` answered, check the message and go on."""
+        self.receiver = None
+        if receiver.waiting is not None:
+            return receiver.waiting.addCallback(lambda _: self._check_message(receiver))
+        return self._check_message(receiver)
 
-    def _check_message(self, reader: DataReader) -> Step:
+    def _check_message(self, receiver: MessageReceiver) -> Step:
         """Refuse a broken message, else add our headers and run data_post and queue."""
         if self.closed:
             return None
-        transaction = self.transaction
-        transaction.data_size = reader.size
-        refusal: tuple[int, str, str] | None = None
-        if reader.bare_newline:
-            refusal = (550, "Message contains bare CR or LF characters (RFC 5321 2.3.8)", "5.6.0")
-        elif reader.long_line:
-            refusal = (500, f"Message has a line longer than {self.engine.max_line_length} bytes", "5.5.2")
-        elif reader.too_big:
-            refusal = (552, "Message too big!", "5.3.4")
-        elif self._header_too_large:
-            refusal = (552, "Message header too large", "5.3.4")
-        elif self._spool_error is not None:
-            self.engine.log(LOGERROR, f"cannot store message: {self._spool_error}")
-            refusal = (452, "Insufficient system storage, try again later", "4.3.1")
+        refusal = receiver.verdict()
         if refusal is not None:
-            self.respond(*refusal)
+            if receiver.spool_error is not None:
+                self.engine.log(LOGERROR, f"cannot store message: {receiver.spool_error}")
+            self.respond(refusal.code, refusal.text, refusal.enhanced)
             self.reset_transaction()
             return None
+        connection = self.connection
+        smtp = "ESMTP" if connection.hello == "ehlo" else "SMTP"
+        auth = (f"(smtp-auth username {connection.auth_user}, mechanism {connection.auth_mechanism})\n"
+                if connection.auth_user else "")
+        ssl = f"({connection.tls.cipher} encrypted) " if connection.tls else ""
         if self.engine.hooks.has("data_post_headers"):
             # awaited (answer ignored): SPF, DKIM and DMARC store their Authentication-Results here
-            return self._run("data_post_headers", lambda _: self._run(
-                "received_line", self._add_headers, transaction.connection.protocol, "", ""))
-        return self._run("received_line", self._add_headers, transaction.connection.protocol, "", "")
+            return self._run("data_post_headers",
+                             lambda _: self._run("received_line", self._add_headers, smtp, auth, ssl))
+        return self._run("received_line", self._add_headers, smtp, auth, ssl)
 
     def _add_headers(self, result: HookResult) -> Step:
         transaction = self.transaction
-        me = self.engine.me
-        authserv_id = self.engine.auth_results_id
+        settings = self.settings
+        authserv_id = settings.auth_results_id
         if authserv_id != "none":
-            neutralize_forged_results(authserv_id, transaction)
-            transaction.prepend_header("Authentication-Results",
-                                       authentication_results(authserv_id, transaction))
+            neutralize_forged_results(authserv_id, transaction.header, transaction.raw_header)
+            transaction.prepend_header("Authentication-Results", authentication_results(
+                authserv_id, self.connection, transaction.auth_results))
         line = result.value if result.code is OK and result.value else result.message \
             if result.code is OK else None
-        transaction.prepend_header("Received", str(line) if line else received_line(me, self.connection))
+        transaction.prepend_header("Received", str(line) if line else received_line(settings.me,
+                                                                                    self.connection))
         return self._run("data_post", self._after_data_post)
 
     def _after_data_post(self, result: HookResult) -> Step:
-        if self._deny(replies.DATA_POST, result):
+        if self._deny(_DATA_POST, result):
             if not self.closed:
                 self.reset_transaction()
             return None
         return self._run("queue_pre", self._after_queue_pre)
 
     def _after_queue_pre(self, result: HookResult) -> Step:
-        if result.code is DONE or self._deny(replies.QUEUE, result):
+        if result.code is DONE or self._deny(_QUEUE, result):
             self.reset_transaction()
             return None
         return self._run("queue", self._after_queue)
@@ -546,18 +515,13 @@ class Session:
             self.engine.log(LOGINFO, f"queued message from {transaction.sender} for "
                             f"{len(transaction.recipients)} recipients by {result.plugin}")
         elif result.code is DECLINED:
-            self._reply(replies.QUEUE_DECLINED, result._replace(message=None))
+            self._reply(_QUEUE.declined, result._replace(message=None))  # type: ignore[arg-type]
         elif result.code is not DONE:
-            self._deny(replies.QUEUE, result)
+            self._deny(_QUEUE, result)
         if self.engine.hooks.has("queue_post"):
             self.engine.hooks.run("queue_post", transaction)
         self.reset_transaction()
         return None
-
-    def data_aborted(self) -> None:
-        """The connection ended inside DATA: drop the partial message."""
-        self._reader = None
-        self.transaction.close()
 
     # RSET, NOOP, VRFY, HELP, QUIT
     def rset(self, rest: str) -> Step:
@@ -571,7 +535,7 @@ class Session:
         return self._run("noop", self._after_noop)
 
     def _after_noop(self, result: HookResult) -> Step:
-        if not self._deny(replies.NOOP, result):
+        if not self._deny(_NOOP, result):
             self.respond(250, "OK", "2.0.0")
         return None
 
@@ -580,7 +544,7 @@ class Session:
         return self._run("vrfy", self._after_vrfy)
 
     def _after_vrfy(self, result: HookResult) -> Step:
-        if self._deny(replies.VRFY, result):
+        if self._deny(_VRFY, result):
             return None
         if result.code is OK:
             self.respond(250, result.message or "User OK", "2.1.5")
@@ -593,9 +557,9 @@ class Session:
         return self._run("help", self._after_help, rest)
 
     def _after_help(self, result: HookResult) -> Step:
-        if self._deny(replies.HELP, result):
+        if self._deny(_HELP_HOOK, result):
             return None
-        default = _HELP.format(version="" if self.engine.greeting else __version__, me=self.engine.me)
+        default = _HELP.format(version="" if self.settings.greeting else __version__, me=self.settings.me)
         self.respond(214, result.message or default, "2.0.0")
         return None
 
@@ -605,7 +569,8 @@ class Session:
 
     def _after_quit(self, result: HookResult) -> Step:
         if result.code is not DONE:
-            self.respond(221, result.message or f"{self.engine.me} closing connection. Have a wonderful day.",
+            goodbye = f"{self.settings.me} closing connection. Have a wonderful day."
+            self.respond(221, result.message or goodbye,
                          "2.0.0")
         self.disconnect()
         return None

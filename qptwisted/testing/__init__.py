@@ -27,14 +27,17 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from qptwisted.mail.address import Address
 from qptwisted.core.codes import HookResult
-from qptwisted.mail.connection import Connection
 from qptwisted.core.engine import Engine
+from qptwisted.core.loader import discover, parse_plugin_line
 from qptwisted.core.plugin import Plugin
-from qptwisted.smtp.protocol import SMTPProtocol
-from qptwisted.service.server import SMTPFactory
+from qptwisted.core.replies import Reply, parse_replies
+from qptwisted.mail.address import Address
+from qptwisted.mail.connection import Connection
+from qptwisted.mail.headers import split_header
 from qptwisted.mail.transaction import Transaction
+from qptwisted.service.server import SMTPFactory
+from qptwisted.smtp.protocol import SMTPProtocol
 
 PluginSpec = str | type[Plugin] | tuple[type[Plugin], Sequence[str]]
 
@@ -75,15 +78,11 @@ def make_engine(plugins: Iterable[PluginSpec] = (), config: Mapping[str, str | I
                                 plugin_lines=[spec for spec in specs if isinstance(spec, str)]
                                 if all(isinstance(spec, str) for spec in specs) else [])
     if not all(isinstance(spec, str) for spec in specs):
-        factories: dict[str, Any] | None = None
+        index = discover(engine.config.plugin_dirs())
         for spec in specs:
             if isinstance(spec, str):
-                from qptwisted.core.loader import discover, parse_plugin_line
-
-                if factories is None:
-                    factories = discover()[0]
-                name, instance, args = parse_plugin_line(spec)
-                engine.add_plugin(factories[name](engine, args, instance))
+                line = parse_plugin_line(spec)
+                engine.add_plugin(index.find(line.name)(engine, line.args, line.instance))
             elif isinstance(spec, tuple):
                 engine.add_plugin(spec[0](engine, tuple(spec[1])))
             else:
@@ -100,15 +99,14 @@ def make_connection(remote_ip: str = "192.0.2.1", **fields: Any) -> Connection:
 def make_transaction(engine: Engine, connection: Connection | None = None, sender: str | None = None,
                      recipients: Iterable[str] = (), message: bytes | None = None) -> Transaction:
     """A :class:`Transaction` with an envelope and, optionally, a message (LF or CRLF endings)."""
-    transaction = Transaction(connection or make_connection(), engine.spool_dir, engine.size_threshold)
+    settings = engine.settings
+    transaction = Transaction(connection or make_connection(), settings.spool_dir, settings.size_threshold)
     if sender is not None:
         transaction.sender = Address.parse(sender)
     for rcpt in recipients:
         transaction.add_recipient(Address.parse(rcpt, allow_postmaster=True))
     if message is not None:
-        from qptwisted.mail.headers import split_header
-
-        header, body = split_header(message.replace(b"\r\n", b"\n"), final=True)  # type: ignore[misc]
+        header, body = split_header(message.replace(b"\r\n", b"\n"))
         transaction.raw_header = header
         if body:
             transaction.body_write(body)
@@ -149,31 +147,27 @@ class SMTPDialogue:
         """True once the server closed (or is closing) the connection."""
         return bool(self.transport.disconnecting)
 
-    def replies(self) -> list[tuple[int, str]]:
-        """Replies written since the last call: ``[(code, "text\\nmore text"), ...]``."""
-        raw = self.transport.value().decode("utf-8", "replace")
-        self.transport.clear()
-        result: list[tuple[int, str]] = []
-        lines: list[str] = []
-        for line in raw.split("\r\n"):
-            if not line:
-                continue
-            lines.append(line[4:])
-            if line[3:4] != "-":
-                result.append((int(line[:3]), "\n".join(lines)))
-                lines = []
-        return result
+    def replies(self) -> list[Reply]:
+        """Replies written since the last call: ``[Reply(250, "2.0.0", "text\\nmore text"), ...]``.
 
-    def send_raw(self, data: bytes) -> list[tuple[int, str]]:
+        Each reply equals the tuple ``(code, enhanced status code or None, text)``;
+        the bytes are checked as strictly as a careful client would (CRLF after
+        every line, one enhanced code per reply).
+        """
+        raw = self.transport.value()
+        self.transport.clear()
+        return parse_replies(raw)
+
+    def send_raw(self, data: bytes) -> list[Reply]:
         """Deliver bytes from the client; return the replies they caused."""
         self.protocol.dataReceived(data)
         return self.replies()
 
-    def send(self, *lines: str) -> list[tuple[int, str]]:
+    def send(self, *lines: str) -> list[Reply]:
         """Send command lines (CRLF added) in one packet, as a pipelining client would."""
         return self.send_raw("".join(f"{line}\r\n" for line in lines).encode())
 
-    def message(self, data: bytes | str) -> list[tuple[int, str]]:
+    def message(self, data: bytes | str) -> list[Reply]:
         """Send a message body after ``354``: CRLF endings, dot-stuffing and the final dot added."""
         raw = data.encode() if isinstance(data, str) else data
         lines = raw.replace(b"\r\n", b"\n").split(b"\n")
@@ -183,7 +177,7 @@ class SMTPDialogue:
         return self.send_raw(stuffed + b".\r\n")
 
     def deliver(self, sender: str, recipients: Sequence[str], data: bytes | str,
-                helo: str = "client.test") -> list[tuple[int, str]]:
+                helo: str = "client.test") -> list[Reply]:
         """EHLO (if needed), MAIL, RCPT..., DATA and the message; all replies after the greeting."""
         out = [] if self.session.connection.hello else self.send(f"EHLO {helo}")
         out += self.send(f"MAIL FROM:{sender}")

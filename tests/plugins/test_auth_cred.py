@@ -6,7 +6,7 @@ from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.trial import unittest
 
 from qptwisted import DENY, OK, ConfigError
-from qptwisted.smtp.sasl import cram_md5_digest, register_portal, simple_portal, unregister_portal
+from qptwisted.lib.sasl import cram_md5_digest, register_portal, simple_portal, unregister_portal
 from qptwisted.testing import SMTPDialogue, make_engine, make_transaction, run_hook
 
 
@@ -37,7 +37,7 @@ class CredTests(unittest.SynchronousTestCase):
         engine = make_engine(["auth/cred test-portal"], config={"tls_before_auth": "0"})
         smtp = SMTPDialogue(engine)
         self.addCleanup(smtp.close)
-        self.assertIn("AUTH PLAIN LOGIN CRAM-MD5", smtp.send("EHLO client.test")[0][1])
+        self.assertIn("AUTH PLAIN LOGIN CRAM-MD5", smtp.send("EHLO client.test")[0].text)
         self.assertEqual(smtp.send("AUTH PLAIN AGFsaWNlQGV4YW1wbGUuY29tAHdvbmRlcmxhbmQ=")[0][0], 235)
 
     def test_unknown_portal(self) -> None:

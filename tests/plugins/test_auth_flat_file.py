@@ -11,7 +11,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial import unittest
 
 from qptwisted import DENY, OK, ConfigError
-from qptwisted.smtp.sasl import cram_md5_digest
+from qptwisted.lib.sasl import cram_md5_digest
 from qptwisted.testing import make_engine, make_transaction, run_hook
 
 HASHED = bcrypt.hashpw(b"hashed-pw", bcrypt.gensalt(rounds=4)).decode()

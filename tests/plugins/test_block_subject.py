@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
-from qptwisted import DECLINED, DENY
-from qptwisted.core.config import ConfigError
+from qptwisted import DECLINED, DENY, ConfigError
 from qptwisted.testing import SMTPDialogue, make_engine, make_transaction, run_hook
 from tests.plugins.policy_support import codes, dialogue
 
@@ -58,4 +57,4 @@ class GuideExampleTests(unittest.TestCase):
         )
         smtp = SMTPDialogue(engine)
         replies = smtp.deliver("<a@example.org>", ["<b@example.com>"], "Subject: BUY NOW\n\nx\n")
-        self.assertEqual(replies[-1], (552, "5.7.1 Message subject not accepted here"))
+        self.assertEqual(replies[-1], (552, "5.7.1", "Message subject not accepted here"))

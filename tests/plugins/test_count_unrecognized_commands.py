@@ -16,10 +16,10 @@ class CountUnrecognizedTests(unittest.TestCase):
     def test_default_limit_is_four(self) -> None:
         smtp = self.dialogue()
         for verb in ("FOO", "BAR", "BAZ"):
-            [(code, _)] = smtp.send(verb)
+            [(code, *_)] = smtp.send(verb)
             self.assertEqual(code, 500)
             self.assertFalse(smtp.closed)
-        [(code, text)] = smtp.send("QUUX")
+        [(code, _, text)] = smtp.send("QUUX")
         self.assertEqual(code, 521)
         self.assertIn("4 unrecognized commands", text)
         self.assertTrue(smtp.closed)
@@ -43,7 +43,7 @@ class CountUnrecognizedTests(unittest.TestCase):
     def test_pipelined_nonsense_stops_at_the_limit(self) -> None:
         smtp = self.dialogue("count_unrecognized_commands 2")
         replies = smtp.send("FOO", "BAR", "BAZ", "QUUX")
-        self.assertEqual([code for code, _ in replies], [500, 521])
+        self.assertEqual([code for code, *_ in replies], [500, 521])
         self.assertTrue(smtp.closed)
 
     def test_counted_per_connection(self) -> None:

@@ -26,7 +26,7 @@ class DiscardTests(unittest.TestCase):
         smtp = SMTPDialogue(engine)
         body = "Subject: big\n\n" + ("x" * 70 + "\n") * 50
         replies = smtp.deliver("<a@example.org>", ["<b@mx.test>"], body)
-        self.assertEqual(replies[-1], (250, "2.6.0 Queued (discarded)"))
+        self.assertEqual(replies[-1], (250, "2.6.0", "Queued (discarded)"))
         self.assertTrue(spool.is_dir())  # the body went to a spool file ...
         self.assertEqual(os.listdir(spool), [])  # ... which is gone after the 250
         # the connection goes on: a second message in the same session

@@ -7,8 +7,8 @@ from typing import Any
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from qpplugins.dmarc import aligned, organizational_domain, parse_record
 from qptwisted import DECLINED, DENY, Address
+from qptwisted.lib.dmarc import aligned, organizational_domain, parse_record
 from qptwisted.testing import make_connection, make_engine, make_transaction, run_hook
 from qptwisted.testing.dns import start_dns_server
 from tests.plugins.dkim_support import MESSAGE, keypair, sign

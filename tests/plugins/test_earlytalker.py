@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
-from qptwisted.core.config import ConfigError
+from qptwisted import ConfigError
 from qptwisted.testing import make_engine
 from tests.core_support import Dialogue
 from tests.plugins.policy_support import MESSAGE, advance, codes, dialogue, engine

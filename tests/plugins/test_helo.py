@@ -6,7 +6,7 @@ from typing import Any
 
 from twisted.trial import unittest
 
-from qptwisted.core.config import ConfigError
+from qptwisted import ConfigError
 from qptwisted.testing import make_connection, make_engine, make_transaction
 from tests.plugins.policy_support import MESSAGE, FakeResolver, codes, dialogue, queued
 

@@ -10,8 +10,7 @@ from typing import Any
 
 from twisted.trial import unittest
 
-from qptwisted import LOGDEBUG, LOGINFO
-from qptwisted.core.config import ConfigError
+from qptwisted import LOGDEBUG, LOGINFO, ConfigError
 from tests.plugins.policy_support import engine, plugin
 
 BAD = {"badmailfrom": ["x@spam.test"]}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
-from qptwisted.core.config import ConfigError
+from qptwisted import ConfigError
 from tests.plugins.policy_support import MESSAGE, dialogue
 
 

@@ -16,8 +16,8 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial import unittest
 
-from qpplugins.queue import maildir as maildir_module
 from qptwisted import DENYSOFT, OK, Address, ConfigError, Plugin, Transaction
+from qptwisted.lib import maildir as maildir_module
 from qptwisted.testing import SMTPDialogue, make_engine, make_transaction, run_hook
 
 MESSAGE = b"From: a@example.org\nSubject: hello\nMessage-Id: <m1@example.org>\n\nBody line.\n"
@@ -63,7 +63,7 @@ class MaildirDeliveryTests(MaildirBase):
         replies = smtp.deliver("<a@example.org>", ["<bob@mx.test>"], MESSAGE)
         self.assertEqual(replies[-1][0], 354)  # the 250 waits for the disk
         yield done
-        self.assertEqual(smtp.replies(), [(250, "2.6.0 Queued! <m1@example.org>")])
+        self.assertEqual(smtp.replies(), [(250, "2.6.0", "Queued! <m1@example.org>")])
         [stored] = files(self.base / "new")
         self.assertEqual(files(self.base / "tmp"), [])
         self.assertTrue((self.base / "cur").is_dir())
@@ -144,7 +144,7 @@ class MaildirAllOrNothingTests(MaildirBase):
         self.addCleanup(smtp.close)
         smtp.deliver("<a@example.org>", ["<b@example.com>", "<c@example.org>"], MESSAGE)
         yield done
-        self.assertEqual(smtp.replies(), [(452, "4.3.0 Queue error, try again later (#4.3.0)")])
+        self.assertEqual(smtp.replies(), [(452, "4.3.0", "Queue error, try again later (#4.3.0)")])
         self.assertEqual(len(calls), 2)  # the first copy was in new/ and was taken back
         self.assertNothingDelivered()
 
@@ -192,7 +192,7 @@ class MaildirDurabilityTests(unittest.TestCase):
         self.patch(os, "unlink", unlink)
         chunks = [b"Subject: x\n\n", b"Body line.\n"]
         [path] = maildir_module.deliver({str(base): [Address.parse("<b@example.com>")]},
-                                        Address.parse("<a@example.org>"), chunks, 0o600)
+                                        Address.parse("<a@example.org>"), lambda: chunks, 0o600)
         self.assertEqual(events, [("fsync", "file"), ("link", "tmp->new"), ("fsync", "new"),
                                   ("unlink", "tmp")])
         self.assertEqual(Path(path).parent, base / "new")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
-from qptwisted import DECLINED, DENY_DISCONNECT, DENYSOFT
-from qptwisted.core.config import ConfigError
+from qptwisted import DECLINED, DENY_DISCONNECT, DENYSOFT, ConfigError
 from qptwisted.testing import make_engine, make_transaction, run_hook
 from tests.plugins.policy_support import codes, dialogue, plugin
 

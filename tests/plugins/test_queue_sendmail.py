@@ -9,8 +9,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from qptwisted import DENY, DENYSOFT, OK
-from qptwisted.core.config import ConfigError
+from qptwisted import DENY, DENYSOFT, OK, ConfigError
 from qptwisted.testing import make_engine, make_transaction, run_hook
 from tests.plugins.queue_support import StandInCase, header_of, shared_postfix, wait_for
 

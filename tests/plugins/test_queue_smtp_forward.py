@@ -10,8 +10,8 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from qptwisted import DENY, DENYSOFT, OK
-from qptwisted.service.server import SMTPFactory
 from qptwisted.lib.smtpclient import Envelope, connect_client
+from qptwisted.service.server import SMTPFactory
 from qptwisted.testing import make_engine, make_transaction, run_hook
 from tests.plugins.fake_smtp import FakeSMTPFactory
 from tests.plugins.queue_support import free_port, header_of, shared_postfix, wait_for

@@ -6,7 +6,7 @@ import os
 
 from twisted.trial import unittest
 
-from qptwisted.core.config import ConfigError
+from qptwisted import ConfigError
 from qptwisted.testing import make_engine
 from tests.plugins.policy_support import codes, dialogue, engine, plugin
 

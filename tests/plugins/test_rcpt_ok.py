@@ -64,7 +64,7 @@ class RcptOkDialogueTests(unittest.TestCase):
         smtp.send("EHLO client.test", "MAIL FROM:<a@example.org>")
         self.assertEqual(smtp.send("RCPT TO:<bob@Example.COM>")[0][0], 250)
         self.assertEqual(smtp.send("RCPT TO:<x@elsewhere.example>"),
-                         [(550, "5.7.1 Relaying denied (#5.7.1)")])
+                         [(550, "5.7.1", "Relaying denied (#5.7.1)")])
         smtp.close()
 
     def test_rcpthosts_is_read_at_load(self) -> None:

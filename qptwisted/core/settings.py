@@ -1,0 +1,60 @@
+"""The engine's settings: every value the engine itself reads from the config directory, read once."""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+from dataclasses import dataclass
+
+from qptwisted.core.codes import LOGWARN
+from qptwisted.core.config import Config
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What the config directory says about the engine (plugins read their own files).
+
+    Built once per engine by :meth:`from_config`; a reload (SIGHUP) builds a new
+    engine and so new settings. The README's configuration table documents
+    each file; ``docs/limits.md`` lists the bounds among them.
+    """
+
+    me: str
+    greeting: str | None = None
+    loglevel: int = int(LOGWARN)
+    #: largest message in bytes (0: no limit); advertised as SIZE
+    databytes: int = 0
+    #: seconds a client may stay silent inside DATA
+    timeout: float = 1200.0
+    #: seconds a client may stay silent between commands
+    command_timeout: float = 1200.0
+    spool_dir: str = ""
+    size_threshold: int = 1 << 20
+    max_command_length: int = 512
+    max_line_length: int = 1000
+    max_header_size: int = 1 << 20
+    max_recipients: int = 1000
+    plugin_timeout: float = 120.0
+    auth_results_id: str = ""
+
+    @classmethod
+    def from_config(cls, config: Config) -> Settings:
+        """Read the settings; :class:`~qptwisted.core.config.ConfigError` names a bad file."""
+        me = config.get("me") or socket.gethostname()
+        timeout = config.get_float("timeout", 1200.0)
+        return cls(
+            me=me,
+            greeting=config.get("smtpgreeting"),
+            loglevel=config.get_level("loglevel", int(LOGWARN)),
+            databytes=config.get_int("databytes", 0),
+            timeout=timeout,
+            command_timeout=config.get_float("timeoutsmtpd", timeout),
+            spool_dir=config.get("spool_dir") or tempfile.gettempdir(),
+            size_threshold=config.get_int("size_threshold", 1 << 20),
+            max_command_length=config.get_int("max_command_length", 512),
+            max_line_length=config.get_int("max_line_length", 1000),
+            max_header_size=config.get_int("max_header_size", 1 << 20),
+            max_recipients=config.get_int("max_recipients", 1000),
+            plugin_timeout=config.get_float("plugin_timeout", 120.0),
+            auth_results_id=config.get("me-auth-results") or me,
+        )
