@@ -122,4 +122,4 @@ class ConfigTests(unittest.SynchronousTestCase):
         self.assertEqual(Config(str(self.directory)).get("me"), "two.test")
 
     def test_path(self) -> None:
-        self.assertEqual(self.config.path("me"), self.directory / "me")
+        self.assertEqual(self.config.path("me"), self.directory.absolute() / "me")

@@ -326,6 +326,20 @@ class LimitTests(Base):
         self.assertEqual(self.codes(replies), [250])
         self.assertIn(b"a" * 998 + b"\n", self.stored_body())
 
+    def test_rfc5321_4_5_3_1_6_dot_stuffed_998_octet_line_accepted(self) -> None:
+        # the limit does not count the dot added for transparency: 999 octets on the wire, 998 stored
+        d = self.dialogue()
+        self.open_data(d)
+        line = b"." + b"a" * 997
+        replies = d.send_raw(b"Subject: dots\r\n\r\n." + line + b"\r\n.\r\n")
+        self.assertEqual(self.codes(replies), [250])
+        self.assertIn(b"\n" + line + b"\n", self.stored_body())
+        # one more octet is too long, stuffed or not
+        self.assertEqual(self.codes(d.send("MAIL FROM:<a@sender.test>", "RCPT TO:<b@example.com>", "DATA")),
+                         [250, 250, 354])
+        replies = d.send_raw(b"Subject: dots\r\n\r\n.." + b"a" * 998 + b"\r\n.\r\n")
+        self.assertEqual([(r[0], r[1]) for r in replies], [(500, "5.5.2")])
+
     def test_long_data_line_in_small_packets(self) -> None:
         d = self.dialogue({"max_line_length": "100"})
         self.open_data(d)

@@ -76,6 +76,19 @@ class CustomReceived(Plugin):
         return OK, f"from custom by mx.test with {protocol}; today"
 
 
+class ReceivedArgs(Plugin):
+    name = "test_received_args"
+    seen: list[tuple[str, str, str]] = []
+
+    def hook_received_line(self, transaction: Transaction, smtp: str, auth: str, ssl: str) -> HookAnswer:
+        type(self).seen.append((smtp, auth, ssl))
+        return DECLINED
+
+    def hook_auth(self, transaction: Transaction, mechanism: str, user: str, password: str | None,
+                  digest: str | None, ticket: str | None) -> HookAnswer:
+        return OK if password == "pw" else DECLINED
+
+
 class Base(unittest.SynchronousTestCase):
     def dialogue(self, *plugins: Any, config: dict[str, Any] | None = None) -> Dialogue:
         self.engine = make_engine([Recorder, *plugins, CaptureQueue], config=config)
@@ -363,6 +376,14 @@ class StoredMessageTests(Base):
         stored = self.deliver(d).decode()
         received = [line for line in stored.split("\n") if line.startswith("Received:")]
         self.assertEqual(received, ["Received: from custom by mx.test with ESMTP; today"])
+
+    def test_received_line_hook_gets_the_auth_and_tls_arguments(self) -> None:
+        ReceivedArgs.seen = []
+        d = self.dialogue(ReceivedArgs, config={"tls_before_auth": "0"})
+        d.send("EHLO client.test")
+        self.assertEqual(d.send("AUTH PLAIN AHVzZXIAcHc=")[0][0], 235)  # user / pw
+        self.deliver(d)
+        self.assertEqual(ReceivedArgs.seen, [("ESMTP", "(smtp-auth username user, mechanism PLAIN)\n", "")])
 
     def test_queue_post_fires_after_the_reply(self) -> None:
         d = self.dialogue()

@@ -286,7 +286,8 @@ def help_text(cls: type) -> str:
     doc = (cls.__doc__ or "").strip()
     module = __import__(cls.__module__, fromlist=["__doc__"])
     summary = (module.__doc__ or doc).strip().split("\n\n")[0]
-    lines = [f"{getattr(cls, 'name', cls.__name__)}: {summary}", ""]
+    name = getattr(cls, "name", cls.__name__)
+    lines = [summary if summary.startswith(f"{name}:") else f"{name}: {summary}", ""]
     arguments = declared(cls)
     if not arguments:
         lines.append("Declares no arguments (it reads them itself; see its documentation).")

@@ -51,7 +51,9 @@ class Config:
     """
 
     def __init__(self, directory: str) -> None:
-        self.directory = Path(directory)
+        # absolute: twistd may change directory when it daemonizes, and relative names in the
+        # configuration are taken in the config directory, wherever the server runs
+        self.directory = Path(directory).absolute()
         self._cache: dict[str, list[str]] = {}
 
     def path(self, name: str) -> Path:

@@ -77,8 +77,8 @@ class PluginIndex:
                 searched = [str(d) for d in self.plugin_dirs] + ["the stock plugins (qpplugins)",
                                                                   "twisted.plugins dropins"]
                 hint = "; import errors: " + "; ".join(self._errors) if self._errors else ""
-                raise ConfigError(f"plugin {name!r} not found in {', '.join(searched)} "
-                                  f"{where}{hint}".replace("  ", " "))
+                raise ConfigError(" ".join(filter(None, (
+                    f"plugin {name!r} not found in {', '.join(searched)}", where))) + hint)
             self._found[name] = hit
         return hit[0]
 
@@ -143,11 +143,11 @@ class PluginIndex:
         except Exception as err:
             raise ConfigError(f"plugin {name!r}: {path} cannot be imported: {type(err).__name__}: {err}") \
                 from err
-        factories = [value for _, value in inspect.getmembers(module) if IQPPluginFactory.providedBy(value)
-                     and getattr(value, "__module__", None) == module_name]
+        factories = [value for _, value in inspect.getmembers(module) if IQPPluginFactory.providedBy(value)]
         named = [factory for factory in factories if getattr(factory, "name", "") == name]
-        if named or len(factories) == 1:
-            return (named or factories)[0]
+        own = [factory for factory in factories if getattr(factory, "__module__", None) == module_name]
+        if named or len(own) == 1:
+            return (named or own)[0]
         raise ConfigError(f"plugin {name!r}: {path} defines no plugin named {name!r} "
                           f"(found: {', '.join(getattr(f, 'name', '?') for f in factories) or 'none'})")
 

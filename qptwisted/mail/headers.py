@@ -33,7 +33,7 @@ def decode_value(name: str, raw: bytes) -> str:
     """A field's raw value as text: unfolded, RFC 2047 words decoded, 8-bit bytes read as UTF-8."""
     text = raw.decode("utf-8", "replace").strip()
     try:
-        return str(policy.default.header_factory(name, text))
+        return str(policy.default.header_fetch_parse(name, text))
     except Exception:  # a value the parser cannot take: the text as sent, unfolded
         return re.sub(r"\r?\n[ \t]+", " ", text)
 

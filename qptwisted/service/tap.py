@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from twisted.application import service
@@ -62,9 +61,7 @@ def makeService(options: Options) -> service.MultiService:
 
 
 def main(argv: list[str] | None = None) -> Any:
-    """The ``qpsmtpd`` console script: the same as ``twistd -n --pidfile= qpsmtpd``."""
-    from twisted.scripts.twistd import run
+    """The ``qpsmtpd`` console script (see :mod:`qptwisted.service.cli`)."""
+    from qptwisted.service.cli import main as cli_main
 
-    args = sys.argv[1:] if argv is None else argv
-    sys.argv = ["twistd", "--nodaemon", "--pidfile=", "qpsmtpd", *args]
-    return run()
+    return cli_main(argv)

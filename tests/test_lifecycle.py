@@ -1,0 +1,133 @@
+"""The engine's lifecycle: close() reaches every plugin, timers stop, a retired engine closes after its
+last connection, the service owns the thread pool and closes its engine when it stops."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from qptwisted import ConfigError, Plugin, QPSMTPDService
+from qptwisted.testing import SMTPDialogue, make_engine, write_config
+
+
+class Holder(Plugin):
+    """Holds a resource and a periodic task; records when it is closed."""
+
+    name = "test_holder"
+    closed: list[str] = []
+
+    def register(self, *args: str) -> None:
+        self.ticks = 0
+        self.engine.call_every(10, self.tick)
+
+    def tick(self) -> None:
+        self.ticks += 1
+
+    def close(self) -> Deferred[None] | None:
+        type(self).closed.append(self.plugin_name)
+        return None
+
+
+class SlowClose(Plugin):
+    name = "test_slow_close"
+    pending: Deferred[None]
+
+    def close(self) -> Deferred[None]:
+        type(self).pending = Deferred()
+        return type(self).pending
+
+
+class BrokenClose(Plugin):
+    name = "test_broken_close"
+
+    def close(self) -> None:
+        raise RuntimeError("cannot close")
+
+
+class EngineTests(unittest.TestCase):
+    def setUp(self) -> None:
+        Holder.closed = []
+
+    def test_close_reaches_every_plugin_last_first_and_stops_timers(self) -> None:
+        clock = Clock()
+        engine = make_engine([Holder, BrokenClose, SlowClose], clock=clock)
+        holder: Any = engine.plugins[0]
+        clock.pump([10, 10, 5])
+        self.assertEqual(holder.ticks, 2)
+        done = engine.close()
+        self.assertNoResult(done)  # SlowClose has not finished
+        SlowClose.pending.callback(None)
+        self.successResultOf(done)
+        self.assertEqual(Holder.closed, ["test_holder"])
+        self.flushLoggedErrors(RuntimeError)
+        clock.advance(100)
+        self.assertEqual(holder.ticks, 2)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertTrue(engine.closed)
+        self.assertIs(engine.close().result, None)  # idempotent
+
+    def test_retired_engine_closes_after_its_last_connection(self) -> None:
+        engine = make_engine([Holder, "rcpt_ok"])
+        first, second = SMTPDialogue(engine), SMTPDialogue(engine)
+        self.assertEqual(engine.connections, 2)
+        retired = engine.retire()
+        first.close()
+        self.assertNoResult(retired)
+        self.assertEqual(Holder.closed, [])
+        second.close()
+        self.successResultOf(retired)
+        self.assertEqual(Holder.closed, ["test_holder"])
+
+    def test_an_idle_engine_closes_at_once_when_retired(self) -> None:
+        engine = make_engine([Holder])
+        self.successResultOf(engine.retire())
+        self.assertEqual(Holder.closed, ["test_holder"])
+
+    def test_a_failed_load_closes_what_was_loaded(self) -> None:
+        directory = self.mktemp()
+        write_config(directory, {"plugins": ["no_such_plugin_x"]})
+        with self.assertRaises(ConfigError):
+            make_engine([Holder, "no_such_plugin_x"])
+        self.assertEqual(Holder.closed, [])  # the engine never got Holder: nothing to close
+
+
+class ServiceTests(unittest.TestCase):
+    def setUp(self) -> None:
+        Holder.closed = []
+
+    def service(self) -> QPSMTPDService:
+        directory = self.mktemp()
+        write_config(directory, {"me": "mx.test", "plugins": ["rcpt_ok"], "spool_dir": f"{directory}/spool"})
+        service = QPSMTPDService(directory, plugin_lines=["rcpt_ok"], resources={"answer": 42})
+        service.engine.add_plugin(Holder(service.engine))
+        return service
+
+    def test_the_service_owns_the_thread_pool_and_closes_its_engine(self) -> None:
+        service = self.service()
+        self.assertFalse(service.threadpool.started)
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        self.assertTrue(service.threadpool.started)
+        self.assertEqual(service.engine.resources, {"answer": 42})
+        old = service.engine
+        self.assertTrue(service.reload())
+        self.assertTrue(old.closed)  # no connection was open: closed at once
+        self.assertEqual(Holder.closed, ["test_holder"])
+        self.assertIs(service.engine._threadpool, service.threadpool)  # the reload kept the pool
+        stopped = service.stopService()
+        self.successResultOf(stopped)
+        self.assertTrue(service.engine.closed)
+        self.assertFalse(service.threadpool.started)
+
+    def test_a_failed_reload_keeps_the_running_engine(self) -> None:
+        service = self.service()
+        engine = service.engine
+        self.addCleanup(engine.close)
+        service.plugin_lines = ["no_such_plugin_y"]
+        self.assertFalse(service.reload())
+        self.assertIs(service.engine, engine)
+        self.assertFalse(engine.closed)
+        self.flushLoggedErrors()
