@@ -3,13 +3,14 @@ last connection, the service owns the thread pool and closes its engine when it 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from qptwisted import ConfigError, Plugin, QPSMTPDService
+from qptwisted import ConfigError, Engine, Plugin, QPSMTPDService
 from qptwisted.testing import SMTPDialogue, make_engine, write_config
 
 
@@ -87,11 +88,13 @@ class EngineTests(unittest.TestCase):
         self.assertEqual(Holder.closed, ["test_holder"])
 
     def test_a_failed_load_closes_what_was_loaded(self) -> None:
-        directory = self.mktemp()
-        write_config(directory, {"plugins": ["no_such_plugin_x"]})
+        directory = Path(self.mktemp()).absolute()
+        (directory / "plugins.d").mkdir(parents=True)
+        (directory / "plugins.d" / "test_holder.py").write_text("from tests.test_lifecycle import Holder\n")
+        write_config(directory, {"plugin_dirs": "plugins.d", "plugins": ["test_holder", "no_such_plugin_x"]})
         with self.assertRaises(ConfigError):
-            make_engine([Holder, "no_such_plugin_x"])
-        self.assertEqual(Holder.closed, [])  # the engine never got Holder: nothing to close
+            Engine.from_config(str(directory), Clock())
+        self.assertEqual(Holder.closed, ["test_holder"])
 
 
 class ServiceTests(unittest.TestCase):
