@@ -181,6 +181,8 @@ class Engine:
         pool = self._threadpool
         if pool is None:
             pool = self._threadpool = self._own_pool = _start_pool()
+        elif getattr(pool, "inline", False):  # the test kit's stand-in: run now, in this thread
+            return maybeDeferred(function, *args, **kwargs)
         reactor: Any = self.clock
         if not hasattr(reactor, "callFromThread"):  # an injected Clock: results come back via the reactor
             from twisted.internet import reactor

@@ -67,6 +67,9 @@ class HookSpec:
     ``replies`` maps codes to the SMTP reply, ``declined`` is the reply when
     every plugin declined (None: the command's normal reply), and
     ``closing`` lists the codes after which the connection is closed.
+    ``settle`` hooks (``queue``) are never answered for the plugin when its
+    timeout passes: the delivery may still be running, and a 4xx would make
+    the sender retry a message that did arrive; the timeout logs instead.
     """
 
     name: str
@@ -79,6 +82,8 @@ class HookSpec:
     replies: Mapping[Code, Reply] = field(default_factory=dict)
     declined: Reply | None = None
     closing: frozenset[Code] = _DISCONNECTING
+    #: wait for the plugin's answer however long it takes (a timeout only logs): a 4xx must mean "not done"
+    settle: bool = False
     doc: str = ""
 
     def reply(self, code: Code) -> Reply | None:
@@ -169,6 +174,7 @@ HOOKS: dict[str, HookSpec] = _specs(
     HookSpec("queue_pre", replies=replies.QUEUE, closing=frozenset(),
              doc="Before queueing. DENY/DENYSOFT refuse with the queue reply; DONE drops the message."),
     HookSpec("queue", replies=replies.QUEUE, declined=replies.QUEUE_DECLINED, closing=frozenset(),
+             settle=True,
              doc="Store or hand on the message. OK: 250 (only once it is durable); "
                  "every plugin DECLINED: 451."),
     HookSpec("queue_post", observed=False, fail_closed=False, doc="After the queue reply was sent."),
@@ -342,7 +348,11 @@ class HookRunner:
     def _wait(self, run: _Run, index: int, deferred: Deferred[Any]) -> Deferred[HookResult]:
         registration = run.chain[index]
         spec = run.hook
-        deferred.addTimeout(registration.timeout, self.clock)
+        if spec.settle:
+            late = self.clock.callLater(registration.timeout, self._late, spec, registration)
+            deferred.addBoth(_cancel_timer, late)
+        else:
+            deferred.addTimeout(registration.timeout, self.clock)
 
         def answered(value: Any) -> None:
             if run.cancelled:
@@ -380,6 +390,11 @@ class HookRunner:
         deferred.addCallbacks(answered, failed).addErrback(self._broken, run, registration)
         assert run.outer is not None
         return run.outer
+
+    def _late(self, spec: HookSpec, registration: Registration) -> None:
+        self.log(LOGERROR, f"hook {spec.name} has not answered after {registration.timeout:g}s; waiting for "
+                 "it to finish (an answer now could make the sender retry a delivered message)",
+                 plugin=registration.plugin, hook=spec.name)
 
     def _broken(self, failure: Failure, run: _Run, registration: Registration) -> None:
         # a bug on our side of the chain must still end it with an answer, never hang the session
@@ -420,6 +435,12 @@ class HookRunner:
                 registration.function(transaction, result.plugin, result.code, result.message)
             except Exception:
                 self._fault(HOOKS[observer], registration, Failure(), transaction)
+
+
+def _cancel_timer(result: Any, timer: Any) -> Any:
+    if timer.active():
+        timer.cancel()
+    return result
 
 
 def is_fault(result: HookResult) -> bool:

@@ -36,6 +36,16 @@ class Settings:
     max_recipients: int = 1000
     plugin_timeout: float = 120.0
     auth_results_id: str = ""
+    #: bytes per second a message must arrive at, on top of ``timeout`` (0: no rate deadline)
+    data_min_rate: int = 512
+    #: seconds a whole session may last (0: no limit)
+    max_session_time: float = 3600.0
+    #: commands a connection may send between two accepted messages (0: no limit)
+    max_commands: int = 2000
+    #: connections at once on a listener (0: derived from the open-file limit)
+    max_connections: int = 0
+    #: connections at once from one IP address (0: no limit); qpsmtpd's ``max_conn_ip``
+    max_conn_ip: int = 0
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -57,4 +67,9 @@ class Settings:
             max_recipients=config.get_int("max_recipients", 1000),
             plugin_timeout=config.get_float("plugin_timeout", 120.0),
             auth_results_id=config.get("me-auth-results") or me,
+            data_min_rate=config.get_int("data_min_rate", 512),
+            max_session_time=config.get_float("max_session_time", 3600.0),
+            max_commands=config.get_int("max_commands", 2000),
+            max_connections=config.get_int("max_connections", 0),
+            max_conn_ip=config.get_int("max_conn_ip", 0),
         )

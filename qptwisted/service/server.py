@@ -11,35 +11,91 @@ from typing import Any
 from twisted.application import service, strports
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IAddress, IReactorTime
-from twisted.internet.protocol import ServerFactory
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from qptwisted.core.config import ConfigError, default_config_dir
 from qptwisted.core.engine import Engine, new_threadpool
+from qptwisted.core.replies import format_reply
 from qptwisted.mail.spool import remove_orphans
 from qptwisted.smtp.protocol import ListenerContext, SMTPProtocol
 
 _log = Logger(namespace="qptwisted")
 
 
+class _TooMany(Protocol):
+    """Says 421 and closes: the answer to a connection over ``max_connections`` or ``max_conn_ip``."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.reply)  # type: ignore[union-attr]
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+
+def fd_limit(raise_soft: bool = False) -> int:
+    """The process's open-file limit; with ``raise_soft`` the soft limit is raised to the hard one first."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if raise_soft and hard != soft:
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    return soft if soft != resource.RLIM_INFINITY else 65536
+
+
+def default_max_connections(limit: int) -> int:
+    """Connections a listener takes when ``max_connections`` is not set: the fd limit less headroom.
+
+    Each connection holds one descriptor, and may hold a spool file and a
+    connection to a downstream or a database for a while; the rest of the
+    process (listeners, log files, DNS sockets, stores) needs some too.
+    """
+    return max(8, (limit - 64) // 2)
+
+
 class SMTPFactory(ServerFactory, ListenerContext):
     """Makes an :class:`SMTPProtocol` per connection, all sharing ``engine``.
 
     Replacing ``engine`` (as a reload does) affects new connections only;
-    ``protocols`` holds the open connections (for draining).
+    ``protocols`` holds the open connections (for draining). A connection
+    over ``max_connections`` (all clients) or ``max_conn_ip`` (one client
+    address) gets ``421 4.7.0`` and is closed before any plugin runs.
     """
 
     protocol = SMTPProtocol  # type: ignore[assignment]
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, max_connections: int | None = None) -> None:
         self.engine = engine
         self.connections = 0
         self.per_ip: Counter[str] = Counter()
         self.protocols: weakref.WeakSet[SMTPProtocol] = weakref.WeakSet()
+        self._default_max = max_connections if max_connections is not None else \
+            default_max_connections(fd_limit())
 
-    def buildProtocol(self, addr: IAddress | None) -> SMTPProtocol:
-        """A protocol for one new connection."""
+    @property
+    def max_connections(self) -> int:
+        """The cap on connections at once (``max_connections``, else derived from the fd limit)."""
+        return self.engine.settings.max_connections or self._default_max
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
+        """A protocol for one new connection (or the 421 of a full house)."""
+        settings = self.engine.settings
+        ip = getattr(addr, "host", "")
+        if self.connections >= self.max_connections:
+            return _TooMany(format_reply(421, f"{settings.me} Too many connections, try again later",
+                                         "4.7.0"))
+        if settings.max_conn_ip and self.per_ip.get(ip, 0) >= settings.max_conn_ip:
+            return _TooMany(format_reply(421, f"{settings.me} Too many connections from {ip}, try again "
+                                         "later", "4.7.0"))
         protocol = SMTPProtocol(self)
         self.protocols.add(protocol)
         return protocol
@@ -65,6 +121,19 @@ class SMTPFactory(ServerFactory, ListenerContext):
 
 #: seconds transactions in flight may take to finish when the server stops
 DEFAULT_GRACE = 30.0
+#: the listen backlog unless the endpoint says otherwise (the kernel caps it at net.core.somaxconn)
+DEFAULT_BACKLOG = 1024
+_BACKLOG_KINDS = ("tcp", "tcp6", "ssl", "unix")
+
+
+def with_backlog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
+    """An endpoint string with a large listen backlog, unless it names one (Twisted's default is 50)."""
+    kind = description.split(":", 1)[0].lower()
+    if description.isdigit():
+        kind = "tcp"
+    if kind in _BACKLOG_KINDS and "backlog=" not in description:
+        return f"{description}:backlog={backlog}"
+    return description
 
 
 def drain(factory: SMTPFactory, grace: float, clock: Any, interval: float = 0.05) -> Deferred[None]:
@@ -143,8 +212,11 @@ class QPSMTPDService(service.MultiService):
                                   self.resources)
 
     def listen(self, description: str) -> service.Service:
-        """Add a listener from an endpoint string (``tcp:2525:interface=127.0.0.1``)."""
-        listener = strports.service(description, self.factory)
+        """Add a listener from an endpoint string (``tcp:2525:interface=127.0.0.1``).
+
+        TCP, TLS and Unix listeners get a backlog of 1024 unless ``backlog=N`` is given.
+        """
+        listener = strports.service(with_backlog(description), self.factory)
         listener.setServiceParent(self)
         return listener
 
@@ -186,6 +258,11 @@ class QPSMTPDService(service.MultiService):
         if not self.threadpool.started:
             self.threadpool.start()
         _log.info("{desc}", desc=self.engine.describe())
+        limit = fd_limit(raise_soft=True)
+        self.factory._default_max = default_max_connections(limit)
+        _log.info("open-file limit {limit}: up to {max} connections at once ({source})", limit=limit,
+                  max=self.factory.max_connections,
+                  source="config max_connections" if self.engine.settings.max_connections else "derived")
         orphans = remove_orphans(self.engine.settings.spool_dir)
         if orphans:
             _log.warn("removed {n} spool file(s) left by a process that died: {names}",

@@ -1,4 +1,4 @@
-"""Bytes in, replies out: line splitting, pipelining, timeouts, and feeding the message receiver.
+"""Bytes in, replies out: line splitting, pipelining, deadlines, and feeding the message receiver.
 
 One command is in flight at a time: while its hook chain runs the transport
 is paused and later pipelined input waits in the buffer, so replies always
@@ -6,6 +6,17 @@ come out in order. At the two points where a client must wait for us
 without talking (before the greeting, after DATA before 354) the transport
 keeps reading a little, so a client that talks anyway is noted as an early
 talker on its connection.
+
+The protocol is its transport's producer: when the client does not read
+its replies and the transport's buffer passes its bound (64 KiB), the
+transport pauses us, and we stop reading and stop answering until it has
+drained. A connection's memory is therefore bounded by a constant, never by
+what the client sends.
+
+Deadlines that progress does not reset: a whole command line within
+``timeoutsmtpd`` of our last answer; a whole message within ``timeout``
+plus its size at ``data_min_rate``; a whole session within
+``max_session_time``; and ``max_commands`` between two accepted messages.
 """
 
 from __future__ import annotations
@@ -13,7 +24,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IOpenSSLServerConnectionCreator
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHandshakeListener,
+    IOpenSSLServerConnectionCreator,
+    IPushProducer,
+)
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -41,7 +57,7 @@ class ListenerContext:
         raise NotImplementedError
 
 
-@implementer(IHandshakeListener)
+@implementer(IHandshakeListener, IPushProducer)
 class SMTPProtocol(Protocol):
     """One SMTP connection on the wire; the conversation itself is a :class:`Session`."""
 
@@ -54,9 +70,15 @@ class SMTPProtocol(Protocol):
         self._busy = False
         self._processing = False
         self._discarding = False
+        self._blocked = False  # the client does not read its replies
+        self._reading = True
         self._receiver: MessageReceiver | None = None
         self._timer: IDelayedCall | None = None
-        self._last = 0.0
+        self._started = 0.0  # connection made
+        self._turn = 0.0  # the client's turn began: our last answer, or the start of the message
+        self._last_byte = 0.0
+        self._data_bytes = 0
+        self._commands = 0
 
     # -- connection lifecycle --------------------------------------------------
     def connectionMade(self) -> None:
@@ -68,8 +90,9 @@ class SMTPProtocol(Protocol):
                                 getattr(host, "host", "127.0.0.1"), getattr(host, "port", 0))
         self.session = Session(engine, connection, self)
         concurrent, from_ip = self.factory.opened(connection.remote_ip)
-        self._last = engine.clock.seconds()
-        self._timer = engine.clock.callLater(engine.settings.command_timeout, self._check_idle)
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self._started = self._turn = self._last_byte = engine.clock.seconds()
+        self._schedule()
         self._wait(self.session.start(concurrent, from_ip))
 
     def connectionLost(self, reason: Failure | None = None) -> None:
@@ -101,11 +124,15 @@ class SMTPProtocol(Protocol):
     def close(self) -> None:
         """Close after pending writes; input after this point is ignored."""
         self._buffer = b""
+        # a registered producer keeps a TLS transport open until it goes: nothing more will come from us
+        self.transport.unregisterProducer()  # type: ignore[union-attr]
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def start_data(self, receiver: MessageReceiver) -> None:
         """Feed what follows to ``receiver`` until the end of the message."""
         self._receiver = receiver
+        self._turn = self._last_byte = self.engine.clock.seconds()
+        self._data_bytes = 0
 
     def start_tls(self, context: IOpenSSLServerConnectionCreator | Any) -> None:
         """Switch to TLS; plaintext pipelined after STARTTLS is discarded (CVE-2011-0411)."""
@@ -118,26 +145,65 @@ class SMTPProtocol(Protocol):
 
     # -- input -------------------------------------------------------------------
     def dataReceived(self, data: bytes) -> None:
-        """Buffer input; process it unless a command is in flight."""
+        """Buffer input; process it unless a command is in flight or the client does not read."""
         session = self.session
         if session.closed:
             return  # closing: input is ignored and must not pile up in memory
-        self._last = self.engine.clock.seconds()
+        self._last_byte = self.engine.clock.seconds()
         self._buffer = self._buffer + data if self._buffer else data
-        if self._busy:
-            if session.sync_point:
+        if self._busy or self._blocked:
+            if self._busy and session.sync_point:
                 session.connection.early_talker = True
-            if len(self._buffer) > self.engine.settings.max_command_length:
-                self.transport.pauseProducing()  # type: ignore[union-attr]
+            self._update_reading()
         elif not self._processing:
             self._process()
 
+    # -- IPushProducer: the transport tells us whether the client reads its replies --
+    def pauseProducing(self) -> None:
+        """The client's unread replies passed the transport's bound: stop answering and reading."""
+        self._blocked = True
+        self._update_reading()
+
+    def resumeProducing(self) -> None:
+        """The client caught up: go on with what it sent meanwhile."""
+        self._blocked = False
+        self._update_reading()
+        if not self._busy and not self._processing and not self.session.closed:
+            self._process()
+
+    def stopProducing(self) -> None:
+        """The connection is going away; ``connectionLost`` follows."""
+        self._blocked = True
+
+    def _update_reading(self) -> None:
+        """Read from the socket only while the input can be used.
+
+        Input waits while a command is in flight (except at a sync point,
+        where a little is read to notice early talkers) and while the client
+        does not read its replies; then at most a command line's worth is
+        buffered before the socket is paused. (Pausing the socket the moment
+        the transport pauses us would stall a TLS handshake, which pauses
+        its producer until it is done.)
+        """
+        session = self.session
+        if session.closed:
+            return  # closing: the transport stops reading by itself
+        full = len(self._buffer) > self.engine.settings.max_command_length
+        wanted = not (self._busy and not session.sync_point) and not ((self._busy or self._blocked) and full)
+        if wanted != self._reading:
+            self._reading = wanted
+            if wanted:
+                self.transport.resumeProducing()  # type: ignore[union-attr]
+            else:
+                self.transport.pauseProducing()  # type: ignore[union-attr]
+
     def _process(self) -> None:
         session = self.session
-        limit = self.engine.settings.max_command_length
+        settings = self.engine.settings
+        limit = settings.max_command_length
         self._processing = True
         try:
-            while self._buffer and not self._busy and not session.closed:
+            while self._buffer and not self._busy and not self._blocked and not session.closed:
                 if self._receiver is not None:
                     self._feed_message(self._receiver)
                     continue
@@ -154,11 +220,19 @@ class SMTPProtocol(Protocol):
                     continue
                 if line[-1:] == b"\r":
                     line = line[:-1]
+                self._commands += 1
+                if settings.max_commands and self._commands > settings.max_commands:
+                    session.respond(421, f"{settings.me} Too many commands, closing connection", "4.7.0")
+                    session.disconnect()
+                    return
+                self._turn = self.engine.clock.seconds()
                 self._wait(session.command(line.decode("utf-8", "replace")))
         finally:
             self._processing = False
+            self._update_reading()
 
     def _feed_message(self, receiver: MessageReceiver) -> None:
+        self._data_bytes += len(self._buffer)
         waiting = receiver.feed(self._buffer)
         self._buffer = b""
         if receiver.complete:
@@ -168,39 +242,61 @@ class SMTPProtocol(Protocol):
         elif waiting is not None:
             self._wait(waiting)
 
+    def message_accepted(self) -> None:
+        """A message was queued: the command count starts again (``max_commands``)."""
+        self._commands = 0
+
     def _wait(self, step: Deferred[Any] | None) -> None:
         if step is None:
             return
         self._busy = True
         session = self.session
-        if session.sync_point:
-            if self._buffer:  # sent in one go with the command that must be answered first
-                session.connection.early_talker = True
-        elif not session.closed:
-            self.transport.pauseProducing()  # type: ignore[union-attr]
+        if session.sync_point and self._buffer:
+            session.connection.early_talker = True  # sent in one go with what must be answered first
+        self._update_reading()
         step.addBoth(self._resume)
 
     def _resume(self, result: object) -> None:
         self._busy = False
         if self.session.closed:
             return
-        self._last = self.engine.clock.seconds()
-        self.transport.resumeProducing()  # type: ignore[union-attr]
+        self._turn = self.engine.clock.seconds()
+        self._update_reading()
         if not self._processing:
             self._process()
 
-    # -- timeouts ------------------------------------------------------------------
-    def _check_idle(self) -> None:
+    # -- deadlines -----------------------------------------------------------------
+    def _deadline(self) -> tuple[float, str]:
+        """When the connection must next be checked, and what it would be cut for."""
         settings = self.engine.settings
-        limit = settings.timeout if self._receiver is not None else settings.command_timeout
-        idle = self.engine.clock.seconds() - self._last
-        if self._busy or idle < limit:
-            self._timer = self.engine.clock.callLater(limit if self._busy else limit - idle, self._check_idle)
-            return
-        self._timer = None
-        self.session.respond(421, "Connection Timed Out", "4.4.2")
-        self.session.disconnect()
+        if self._busy:
+            # our turn: the plugins' own timeouts bound it; the session maximum waits for the answer
+            return self.engine.clock.seconds() + settings.command_timeout, ""
+        if self._receiver is not None:
+            idle = self._last_byte + settings.timeout
+            rate = settings.data_min_rate
+            total = self._turn + settings.timeout + (self._data_bytes / rate if rate else float("inf"))
+            deadline, why = min((idle, "Connection Timed Out"),
+                                (total, "Message too slow, closing connection"))
+        else:
+            deadline, why = self._turn + settings.command_timeout, "Connection Timed Out"
+        if settings.max_session_time:
+            deadline, why = min((deadline, why), (self._started + settings.max_session_time,
+                                                  "Session too long, closing connection"))
+        return deadline, why
 
+    def _schedule(self) -> None:
+        clock = self.engine.clock
+        self._timer = clock.callLater(max(0.0, self._deadline()[0] - clock.seconds()), self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        deadline, why = self._deadline()
+        if not why or self.engine.clock.seconds() < deadline:
+            self._schedule()
+            return
+        self.session.respond(421, why, "4.4.2")
+        self.session.disconnect()
 
 def _is_tls_error(reason: Failure) -> bool:
     from OpenSSL import SSL

@@ -67,6 +67,9 @@ class Transport(Protocol):
     def start_tls(self, context: Any) -> None:
         """Discard buffered input and start TLS with ``context``."""
 
+    def message_accepted(self) -> None:
+        """A message was queued (the command count starts again)."""
+
 
 @implementer(IConnectionControl)
 class Session:
@@ -512,6 +515,7 @@ class Session:
         transaction = self.transaction
         if result.code is OK:
             self.respond(250, result.message or "Queued", "2.6.0")
+            self.transport.message_accepted()
             self.engine.log(LOGINFO, f"queued message from {transaction.sender} for "
                             f"{len(transaction.recipients)} recipients by {result.plugin}")
         elif result.code is DECLINED:

@@ -60,14 +60,30 @@ def _temporary_directory() -> str:
     return directory
 
 
+class InlineThreads:
+    """A stand-in for the engine's thread pool that runs blocking work at once, in the caller's thread.
+
+    With it, a plugin's ``defer_to_thread`` answers synchronously, so a
+    dialogue in a test needs no running reactor. ``make_engine`` uses it
+    unless asked for real threads.
+    """
+
+    inline = True
+    started = True
+
+    def stop(self) -> None:
+        """Nothing to stop."""
+
+
 def make_engine(plugins: Iterable[PluginSpec] = (), config: Mapping[str, str | Iterable[str]] | None = None,
-                clock: Any = None, directory: str | None = None) -> Engine:
+                clock: Any = None, directory: str | None = None, threads: bool = False) -> Engine:
     """An engine with ``plugins`` loaded in order, on a fresh config directory.
 
     A plugin is a ``config/plugins`` line (``"rcpt_ok"``, ``"queue/maildir DIR"``),
     a :class:`Plugin` subclass, or ``(subclass, ("arg", ...))``. ``clock``
     defaults to a :class:`~twisted.internet.task.Clock`; the spool goes to a
-    temporary directory unless ``config`` names one.
+    temporary directory unless ``config`` names one. Blocking work
+    (``defer_to_thread``) runs inline unless ``threads`` asks for a real pool.
     """
     directory = directory or _temporary_directory()
     settings: dict[str, str | Iterable[str]] = {"me": "mx.test", "spool_dir": str(Path(directory) / "spool")}
@@ -75,6 +91,7 @@ def make_engine(plugins: Iterable[PluginSpec] = (), config: Mapping[str, str | I
     write_config(directory, settings)
     specs = list(plugins)
     engine = Engine.from_config(directory, clock if clock is not None else Clock(),
+                                None if threads else InlineThreads(),  # type: ignore[arg-type]
                                 plugin_lines=[spec for spec in specs if isinstance(spec, str)]
                                 if all(isinstance(spec, str) for spec in specs) else [])
     if not all(isinstance(spec, str) for spec in specs):
@@ -131,7 +148,8 @@ class SMTPDialogue:
         address = IPv6Address if ":" in remote_ip else IPv4Address
         self.engine = engine
         self.factory = SMTPFactory(engine)
-        self.protocol: SMTPProtocol = self.factory.buildProtocol(address("TCP", remote_ip, 40000))
+        self.protocol: SMTPProtocol = self.factory.buildProtocol(  # type: ignore[assignment]
+            address("TCP", remote_ip, 40000))
         self.transport = StringTransport(peerAddress=address("TCP", remote_ip, 40000),
                                          hostAddress=address("TCP", "127.0.0.1", local_port))
         self.protocol.makeConnection(self.transport)
