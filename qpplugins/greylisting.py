@@ -21,7 +21,7 @@ Arguments (``name value`` pairs):
     the key, as above.
 ``black_timeout N`` (default 3000 s), ``grey_timeout N`` (default 12000 s),
 ``white_timeout N`` (default 3110400 s = 36 days)
-    the windows, in seconds.
+    the windows, in seconds (``5m``, ``2h``, ``36d`` work too).
 ``deny_late 0|1``
     refuse at DATA instead of MAIL (key without recipient only).
 ``reject 1|0``

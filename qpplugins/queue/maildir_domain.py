@@ -33,7 +33,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from qpplugins.queue._sqldb import Database
-from qptwisted import DECLINED, DENY, DENYSOFT, LOGERROR, OK, Address, Plugin, Transaction, arg
+from qptwisted import DECLINED, DENY, DENYSOFT, LOGERROR, OK, Address, ArgumentError, Plugin, Transaction, arg
 from qptwisted.lib.maildir import deliver_to_maildirs
 
 SCHEMA = [
@@ -64,7 +64,10 @@ class MaildirDomain(Plugin):
 
     def register(self, *args: str) -> None:
         """Open the database pool."""
-        self.db = Database(self.dsn, self.engine.config.resolve)
+        try:
+            self.db = Database(self.dsn, self.engine.config.resolve)
+        except ValueError as err:
+            raise ArgumentError(f"plugin {self.plugin_name}: argument dsn: {err}") from None
         self._schema_ready = False
 
     def close(self) -> None:

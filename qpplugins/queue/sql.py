@@ -64,7 +64,10 @@ class SQLQueue(Plugin):
         """Check the table name and open the database pool."""
         if not _NAME.match(self.table):
             raise ArgumentError(f"plugin {self.plugin_name}: argument table: bad table name {self.table!r}")
-        self.db = Database(self.dsn, self.engine.config.resolve)
+        try:
+            self.db = Database(self.dsn, self.engine.config.resolve)
+        except ValueError as err:
+            raise ArgumentError(f"plugin {self.plugin_name}: argument dsn: {err}") from None
         self._schema_ready = False
 
     def close(self) -> None:
