@@ -43,6 +43,7 @@ class Legacy(Plugin):
     name = "test_arguments_legacy"
 
     def register(self, *args: str) -> None:
+        """Keep the words as they came."""
         self.words = args
 
 
@@ -51,10 +52,12 @@ class Rewriting(Plugin):
     count = arg.int(1, "how many", positional=True)
 
     def configure(self, words: Sequence[str] | None = None) -> None:
+        """Drop the x around the number."""
         super().configure([word.strip("x") for word in self.args])
 
 
 def load(cls: type[Plugin], *words: str) -> Any:
+    """An instance of ``cls`` loaded with ``words`` as its line."""
     engine = make_engine()
     return engine.add_plugin(cls(engine, words))
 

@@ -35,10 +35,12 @@ PLUGINS = [
 
 
 def open_fds(pid: int) -> int:
+    """Descriptors the process holds open."""
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def threads(pid: int) -> int:
+    """Threads of the process."""
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
@@ -48,6 +50,7 @@ class ReloadLeakTests(E2EBase):
             raise unittest.SkipTest("counts descriptors and threads through /proc")
 
     def deliver(self, server: Server, token: str) -> None:
+        """One message over a new connection, served by the engine of the latest reload."""
         client = smtplib.SMTP("127.0.0.1", server.port, timeout=PATIENCE)
         try:
             client.ehlo("client.test")
@@ -57,6 +60,7 @@ class ReloadLeakTests(E2EBase):
             client.quit()
 
     def reload(self, server: Server, number: int) -> None:
+        """SIGHUP, and wait until the server logged its ``number``-th reload."""
         server.signal(signal.SIGHUP)
         wait_for(lambda: server.output().count("reloaded:") >= number, f"reload {number} to be logged")
 
