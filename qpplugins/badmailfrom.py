@@ -35,11 +35,9 @@ class BadMailFrom(PolicyPlugin):
     """Refuse listed senders at MAIL."""
 
     name = "badmailfrom"
-    known_args = ()
 
     def register(self, *args: str) -> None:
         """Read and compile ``config/badmailfrom``."""
-        self.parse_args(args)
         self.entries: list[tuple[str, re.Pattern[str] | None, str]] = []
         for line in self.config_list("badmailfrom"):
             parts = line.strip().split(None, 1)

@@ -23,11 +23,9 @@ class BadMailFromTo(PolicyPlugin):
     """Refuse sender/recipient pairs listed in ``config/badmailfromto``."""
 
     name = "badmailfromto"
-    known_args = ()
 
     def register(self, *args: str) -> None:
         """Read the pairs."""
-        self.parse_args(args)
         self.pairs: list[tuple[str, str]] = []
         for line in self.config_list("badmailfromto"):
             parts = line.split()

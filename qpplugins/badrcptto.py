@@ -22,11 +22,9 @@ class BadRcptTo(PolicyPlugin):
     """Refuse listed recipients at RCPT."""
 
     name = "badrcptto"
-    known_args = ()
 
     def register(self, *args: str) -> None:
         """Read and compile ``config/badrcptto``."""
-        self.parse_args(args)
         self.entries: list[tuple[str, re.Pattern[str] | None, str | None]] = []
         for line in self.config_list("badrcptto"):
             parts = line.strip().split(None, 1)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-from qptwisted import DECLINED, DENY, LOGDEBUG, LOGINFO, HookAnswer, Plugin, Transaction
+from qptwisted import DECLINED, DENY, LOGDEBUG, LOGINFO, ArgumentError, HookAnswer, Plugin, Transaction, arg
 
 DEFAULT_SUBJECTS = (
     "YOUR REPRESENTATIVE ASSISTANCE IS NEEDED",
@@ -33,12 +33,16 @@ class BlockSubject(Plugin):
     """Refuse blocked subjects after DATA."""
 
     name = "block_subject"
+    domains: list[list[str]] = arg.list(help="all, or the recipient domains to protect (commas or spaces)",
+                                        positional=True, repeat=True)
 
     def register(self, *args: str) -> None:
-        """``all`` or a list of domains; subjects from ``config/block_subject``."""
-        if not args:
-            raise ValueError("block_subject needs proper config: 'all' or recipient domains")
-        self.domains = None if args[0].lower() == "all" else {d.strip(",").lower() for d in args}
+        """Subjects from ``config/block_subject``."""
+        words = [word.lower() for words in self.domains for word in words]
+        if not words:
+            raise ArgumentError(f"plugin {self.plugin_name}: argument domains: is required "
+                                "('all' or recipient domains)")
+        self.protected = None if words[0] == "all" else set(words)
         lines = self.config_list("block_subject") or list(DEFAULT_SUBJECTS)
         self.subjects: list[str | re.Pattern[str]] = [
             re.compile(line[1:-1], re.IGNORECASE) if len(line) > 2 and line[0] == line[-1] == "/"
@@ -52,7 +56,7 @@ class BlockSubject(Plugin):
                    for entry in self.subjects)
 
     def hook_data_post(self, transaction: Transaction) -> HookAnswer:
-        domains = self.domains
+        domains = self.protected
         if domains is not None and not any(r.host.lower() in domains for r in transaction.recipients):
             return DECLINED
         subject = transaction.header.get("Subject")

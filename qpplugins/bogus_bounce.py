@@ -5,7 +5,8 @@ and carries no non-empty ``Return-Path`` header. Anything else sent from
 ``<>`` is spam pretending to be a bounce; it is refused after DATA with
 ``Invalid bounce (rcpt)`` or ``Invalid bounce (return-path)``.
 
-Argument: what to do, ``deny`` (default), ``denysoft`` or ``log``.
+Argument: what to do, ``deny`` (default), ``denysoft`` or ``log`` (also
+written ``action deny``); and ``loglevel`` (see :mod:`qptwisted.lib.policy`).
 
 config/plugins::
 
@@ -14,7 +15,7 @@ config/plugins::
 
 from __future__ import annotations
 
-from qptwisted import DECLINED, DENY, DENYSOFT, LOGINFO, HookAnswer, Transaction
+from qptwisted import DECLINED, DENY, DENYSOFT, LOGINFO, HookAnswer, Transaction, arg
 from qptwisted.lib.policy import PolicyPlugin
 
 ACTIONS = {"deny": DENY, "denysoft": DENYSOFT, "log": DECLINED}
@@ -24,19 +25,13 @@ class BogusBounce(PolicyPlugin):
     """Refuse null-sender mail with several recipients or a Return-Path."""
 
     name = "bogus_bounce"
-
-    def register(self, *args: str) -> None:
-        """The optional argument is the action."""
-        words = list(args)
-        action = words.pop(0).lower() if len(words) % 2 else "deny"
-        self.parse_args(words)
-        if action not in ACTIONS:
-            raise ValueError(f"bogus_bounce: action must be deny, denysoft or log, not {action!r}")
-        self.action = ACTIONS[action]
+    action: str = arg.choice(tuple(ACTIONS), "deny", "what a bogus bounce gets: deny (552), denysoft (452) "
+                             "or log", positional=True)
 
     def _result(self, message: str) -> HookAnswer:
         self.log(LOGINFO, f"fail, {message}")
-        return DECLINED if self.action is DECLINED else (self.action, message)
+        code = ACTIONS[self.action]
+        return DECLINED if code is DECLINED else (code, message)
 
     def hook_data_post(self, transaction: Transaction) -> HookAnswer:
         sender = transaction.sender

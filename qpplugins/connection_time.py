@@ -22,7 +22,6 @@ class ConnectionTime(PolicyPlugin):
     """Log the duration of every connection."""
 
     name = "connection_time"
-    known_args = ()
 
     def hook_pre_connection(self, transaction: Transaction, **kwargs: Any) -> HookAnswer:
         transaction.connection.notes["connection_start"] = self.clock.seconds()

@@ -5,7 +5,8 @@ line, the message, a blank line), to the file named by
 ``config/content_log_file``, a strftime pattern (default ``mail/%Y%m%d``,
 relative to the config directory's parent, the qpsmtpd home). Writing runs
 on the engine's thread pool. ``config/content_log_enabled`` set to ``0``
-turns the plugin off without removing it from ``config/plugins``.
+(or ``no``, ``off``, ``false``) turns the plugin off without removing it
+from ``config/plugins``. No arguments.
 
 config/plugins::
 
@@ -17,19 +18,21 @@ from __future__ import annotations
 import os
 import time
 
-from qptwisted import DECLINED, LOGERROR, LOGINFO, HookAnswer, Plugin, Transaction
+from qptwisted import DECLINED, LOGERROR, LOGINFO, ConfigError, HookAnswer, Plugin, Transaction, parse_bool
 
 
 class ContentLog(Plugin):
     """Append messages to a dated file."""
 
     name = "content_log"
+    strict_arguments = True
 
     def register(self, *args: str) -> None:
         """Read the two config files."""
-        if args:
-            raise ValueError("content_log takes no arguments")
-        self.enabled = (self.config("content_log_enabled", "1") or "1").strip() not in ("0", "")
+        try:
+            self.enabled = parse_bool(self.config("content_log_enabled", "1") or "1")
+        except ValueError as err:
+            raise ConfigError(f"content_log: config content_log_enabled: {err}") from None
         self.pattern = self.config("content_log_file") or os.path.join("mail", "%Y%m%d")
 
     def exclude(self) -> bool:
@@ -39,9 +42,7 @@ class ContentLog(Plugin):
     def log_filename(self, now: float | None = None) -> str:
         """The file for ``now`` (seconds since the epoch)."""
         name = time.strftime(self.pattern, time.localtime(self.clock.seconds() if now is None else now))
-        if os.path.isabs(name):
-            return name
-        return os.path.join(os.path.dirname(os.path.abspath(self.engine.config.directory)), name)
+        return os.path.normpath(self.engine.config.resolve(os.path.join(os.pardir, name)))
 
     @staticmethod
     def _append(path: str, data: bytes) -> None:

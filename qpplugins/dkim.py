@@ -44,7 +44,6 @@ config/plugins::
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import dkim as dkimpy
@@ -52,8 +51,8 @@ import dns.exception
 import dns.resolver
 from twisted.internet.defer import Deferred
 
-from qptwisted import DECLINED, DENY, LOGINFO, LOGWARN, HookAnswer, Transaction
-from qptwisted.lib.policy import PolicyPlugin
+from qptwisted import DECLINED, DENY, LOGINFO, LOGWARN, ArgumentError, HookAnswer, Transaction, arg
+from qptwisted.lib.policy import PolicyPlugin, reject_argument, reject_type_argument
 
 #: dkimpy logs at ERROR for every bad signature; the plugin logs results itself
 _QUIET = logging.getLogger("qptwisted.dkim.dkimpy")
@@ -145,23 +144,28 @@ class DKIM(PolicyPlugin):
     """DKIM verification and signing."""
 
     name = "dkim"
-    defaults = {"reject": "0", "reject_type": "perm", "sign": "1"}
-    known_args = ("sign", "canonicalization", "headers", "minkey", "timeout")
+    reject = reject_argument("0", "1: refuse messages whose every signature failed; 0: only record; "
+                             "naughty: leave it to the naughty plugin")
+    reject_type = reject_type_argument("perm")
+    sign: bool = arg.bool(True, "sign for relay clients and authenticated users")
+    canonicalization: str = arg.str("relaxed/relaxed", "header/body canonicalization of signatures: "
+                                    "relaxed or simple")
+    headers: str | None = arg.str(None, "the header fields to sign, h1:h2:... (default: From, To, Cc, "
+                                  "Subject, Date, Message-ID ...)")
+    minkey: int = arg.int(1024, "smallest RSA key accepted when verifying, in bits")
+    lookup_timeout: float | None = arg.duration(None, "seconds per DNS lookup (default: the engine's "
+                                                "dns_timeout)", aliases=("timeout",))
 
     def register(self, *args: str) -> None:
-        """Parse the arguments."""
-        self.parse_args(args)
-        canon = self.opts.get("canonicalization", "relaxed/relaxed").lower()
-        header_c, _, body_c = canon.partition("/")
+        """Check the canonicalization and the header list."""
+        header_c, _, body_c = self.canonicalization.lower().partition("/")
         if header_c not in ("relaxed", "simple") or (body_c or "simple") not in ("relaxed", "simple"):
-            raise ValueError(f"{self.plugin_name}: canonicalization must be relaxed|simple[/relaxed|simple]")
-        self.canonicalization = (header_c.encode(), (body_c or "simple").encode())
-        names = self.opts.get("headers")
+            raise ArgumentError(f"plugin {self.plugin_name}: argument canonicalization: must be "
+                                "relaxed|simple[/relaxed|simple]")
+        self.canon = (header_c.encode(), (body_c or "simple").encode())
+        names = self.headers
         self.sign_headers = [h.strip().lower().encode() for h in names.split(":")] if names else \
             [h.encode() for h in DEFAULT_HEADERS]
-        self.sign = self.opts["sign"] not in ("0", "no")
-        self.minkey = int(self.opts.get("minkey", "1024"))
-        self.lookup_timeout = float(self.opts["timeout"]) if "timeout" in self.opts else None
 
     def hook_data_post_headers(self, transaction: Transaction) -> HookAnswer:
         connection = transaction.connection
@@ -214,7 +218,7 @@ class DKIM(PolicyPlugin):
         """``(selector, private key)`` of ``domain`` from ``config/dkim/<domain>/``, or None."""
         if not domain or "/" in domain or domain.startswith("."):
             return None
-        directory = Path(self.engine.config.path("dkim")) / domain
+        directory = self.engine.config.resolve("dkim") / domain
         selector_file, key_file = directory / "selector", directory / "private"
         if not (selector_file.is_file() and key_file.is_file()):
             return None
@@ -234,7 +238,7 @@ class DKIM(PolicyPlugin):
             return DECLINED
         selector, key = found
         work: Deferred[bytes] = self.defer_to_thread(sign_message, transaction.message_bytes(), selector,
-                                                     domain or "", key, self.canonicalization,
+                                                     domain or "", key, self.canon,
                                                      self.sign_headers)
 
         def add(line: bytes) -> HookAnswer:

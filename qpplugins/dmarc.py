@@ -39,18 +39,19 @@ import random
 from email.utils import getaddresses
 from typing import Any
 
-from qptwisted import DECLINED, DENY, LOGINFO, LOGWARN, HookAnswer, Transaction
+from qptwisted import DECLINED, DENY, LOGINFO, LOGWARN, HookAnswer, Transaction, arg
 from qptwisted.lib.dmarc import aligned, find_policy_record
 from qptwisted.lib.dns import DNSTempError
-from qptwisted.lib.policy import PolicyPlugin
+from qptwisted.lib.policy import PolicyPlugin, reject_type_argument
 
 
 class DMARC(PolicyPlugin):
     """DMARC evaluation and disposition."""
 
     name = "dmarc"
-    defaults = {"reject": "1", "reject_type": "perm"}
-    known_args = ("timeout",)
+    reject_type = reject_type_argument("perm")
+    lookup_timeout: float | None = arg.duration(None, "seconds per DNS lookup (default: the engine's "
+                                                "dns_timeout)", aliases=("timeout",))
 
     def hook_data_post_headers(self, transaction: Transaction) -> HookAnswer:
         connection = transaction.connection
@@ -65,7 +66,7 @@ class DMARC(PolicyPlugin):
             transaction.auth_results.append(f"dmarc=permerror ({why})")
             return DECLINED
         from_domain = domains.pop()
-        lookup = find_policy_record(self.engine.resolver, from_domain)
+        lookup = find_policy_record(self.engine.resolver, from_domain, self.lookup_timeout)
         return lookup.addCallbacks(self._evaluate, self._failed, callbackArgs=(transaction, from_domain),
                                    errbackArgs=(transaction, from_domain))
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from qptwisted import DECLINED, LOGINFO, LOGWARN, Address, HookAnswer, Transaction
+from qptwisted import DECLINED, LOGINFO, LOGWARN, Address, HookAnswer, Transaction, arg
 from qptwisted.lib.policy import PolicyPlugin
 
 
@@ -38,12 +38,11 @@ class DNSWhitelistSoft(PolicyPlugin):
     """DNS whitelists set the ``whitelisthost`` note."""
 
     name = "dns_whitelist_soft"
-    known_args = ("timeout",)
+    lookup_timeout: float | None = arg.duration(None, "seconds per DNS lookup (default: the engine's "
+                                                "dns_timeout)", aliases=("timeout",))
 
     def register(self, *args: str) -> None:
-        """Parse the arguments and read ``whitelist_zones``."""
-        self.parse_args(args)
-        self.lookup_timeout = float(self.opts["timeout"]) if "timeout" in self.opts else None
+        """Read ``whitelist_zones``."""
         self.zones: list[tuple[str, str | None]] = []
         for line in self.config_list("whitelist_zones"):
             zone, _, match = line.split()[0].partition(":")

@@ -65,10 +65,11 @@ from qptwisted import (
     Connection,
     HookAnswer,
     Transaction,
+    arg,
 )
 from qptwisted.lib.dns import DNSTempError
 from qptwisted.lib.ipmatch import IPMatcher
-from qptwisted.lib.policy import PolicyPlugin
+from qptwisted.lib.policy import PolicyPlugin, reject_argument, reject_type_argument
 
 SPECIAL_RECIPIENTS = frozenset({"postmaster", "abuse", "mailer-daemon", "root"})
 
@@ -93,15 +94,15 @@ class DNSBL(PolicyPlugin):
     """IP DNS block lists, looked up at connect and enforced at RCPT."""
 
     name = "dnsbl"
-    defaults = {"reject": "1", "reject_type": "perm"}
-    known_args = ("timeout",)
+    reject = reject_argument("1", "1: refuse at RCPT; connect: refuse at connect; naughty: leave it to "
+                             "the naughty plugin; 0: only log", extra=("connect",))
+    reject_type = reject_type_argument("perm", "the code of a refusal; a bare word on the line is this "
+                                       "(qpsmtpd's old syntax)", positional=True)
+    lookup_timeout: float | None = arg.duration(None, "seconds per DNS lookup (default: the engine's "
+                                                "dns_timeout)", aliases=("timeout",))
 
     def register(self, *args: str) -> None:
-        """Parse the arguments (an odd single argument is ``reject_type``) and read the lists."""
-        if len(args) % 2:
-            args = ("reject_type", args[0], *args[1:])
-        self.parse_args(args)
-        self.lookup_timeout = float(self.opts["timeout"]) if "timeout" in self.opts else None
+        """Read the lists."""
         self.zones = [Zone.parse(line) for line in self.config_list("dnsbl_zones")]
         self.allow = IPMatcher(entry.split()[0].rstrip(".") for entry in self.config_list("dnsbl_allow")
                                if entry.split())
@@ -120,7 +121,7 @@ class DNSBL(PolicyPlugin):
             message = rblsmtpd[1:] if permanent else rblsmtpd
             self.log(LOGINFO, f"fail, RBLSMTPD={rblsmtpd!r} for {connection.remote_ip}")
             connection.notes["dnsbl"] = message
-            if self.reject in ("0", "no", "off"):
+            if self.reject == "0":
                 return DECLINED
             return (DENY if permanent else DENYSOFT), message
         if not self.zones:

@@ -18,6 +18,7 @@ class DontRequireAnglebrackets(Plugin):
     """Wrap bare envelope addresses in angle brackets."""
 
     name = "dont_require_anglebrackets"
+    strict_arguments = True
 
     @staticmethod
     def _wrap(path: str) -> HookAnswer:

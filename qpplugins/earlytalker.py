@@ -14,6 +14,7 @@ Arguments (``name value`` pairs):
     after 30 seconds.
 ``check-at CONNECT|DATA``
     where to check; may be given twice (default ``CONNECT`` only).
+    ``check_at`` works too: ``-`` and ``_`` are the same in argument names.
 ``defer-reject 0|1``
     greet normally but refuse every MAIL of an early talker (default 0).
 ``reject 0|1|naughty``, ``reject_type perm|temp|disconnect|temp_disconnect``, ``loglevel``
@@ -37,8 +38,8 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 
-from qptwisted import DECLINED, LOGINFO, Address, HookAnswer, Transaction
-from qptwisted.lib.policy import PolicyPlugin
+from qptwisted import DECLINED, LOGINFO, Address, HookAnswer, Transaction, arg
+from qptwisted.lib.policy import PolicyPlugin, reject_type_argument
 
 MESSAGE = "Connecting host started transmitting before SMTP greeting"
 
@@ -47,32 +48,22 @@ class EarlyTalker(PolicyPlugin):
     """Delay the greeting (or the 354) and refuse clients that talk into the silence."""
 
     name = "earlytalker"
-    known_args = ("wait", "defer-reject", "action")
-    defaults = {"wait": "1", "reject_type": "perm"}
+    wait: float = arg.duration(1, "how long the greeting (or the 354) is held back")
+    check_at: list[str] = arg.choice(("connect", "data"), help="where to check: CONNECT (default), DATA; "
+                                     "may be given twice", repeat=True)
+    defer_reject: bool = arg.bool(False, "greet normally but refuse every MAIL of an early talker")
+    action: str | None = arg.choice(("deny", "denysoft", "log"), None,
+                                    "qpsmtpd's old spelling of reject/reject_type")
+    reject_type = reject_type_argument(None, "the code of a refusal (default perm; temp with action "
+                                       "denysoft)")
 
     def register(self, *args: str) -> None:
-        """Parse the arguments; ``check-at`` may repeat."""
-        words = list(args)
-        self.check_at: set[str] = set()
-        rest: list[str] = []
-        if len(words) % 2:
-            raise ValueError(f"earlytalker: arguments must be 'name value' pairs, got {words}")
-        for key, value in zip(words[::2], words[1::2], strict=True):
-            if key.lower() == "check-at":
-                if value.upper() not in ("CONNECT", "DATA"):
-                    raise ValueError(f"earlytalker: check-at must be CONNECT or DATA, not {value!r}")
-                self.check_at.add(value.upper())
-            else:
-                rest += [key, value]
-        self.parse_args(rest)
-        self.check_at = self.check_at or {"CONNECT"}
-        action = self.opts.get("action")
-        if action is not None:
-            self.opts["reject"] = "1" if action.lower().startswith("deny") else "0"
-            if "reject_type" not in rest:
-                self.opts["reject_type"] = "temp" if action.lower() == "denysoft" else "perm"
-        self.wait = float(self.opts["wait"])
-        self.defer_reject = self.opts.get("defer-reject", "0") not in ("0", "")
+        """Apply the old ``action`` spelling."""
+        self.phases = {phase.upper() for phase in self.check_at} or {"CONNECT"}
+        if self.action is not None:
+            self.reject = "1" if self.action.startswith("deny") else "0"
+        if self.reject_type is None:
+            self.reject_type = "temp" if self.action == "denysoft" else "perm"
         self._timers: dict[int, IDelayedCall] = {}
 
     def _watch(self, transaction: Transaction) -> HookAnswer:
@@ -107,12 +98,12 @@ class EarlyTalker(PolicyPlugin):
         return self.get_reject(transaction, MESSAGE, f"{ip} started talking before we said hello")
 
     def hook_connect(self, transaction: Transaction) -> HookAnswer:
-        if "CONNECT" not in self.check_at:
+        if "CONNECT" not in self.phases:
             return DECLINED
         return self._watch(transaction)
 
     def hook_data(self, transaction: Transaction) -> HookAnswer:
-        if "DATA" not in self.check_at:
+        if "DATA" not in self.phases:
             return DECLINED
         return self._watch(transaction)
 

@@ -33,9 +33,9 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
-from qptwisted import DECLINED, DENYSOFT, LOGINFO, HookAnswer, Transaction
+from qptwisted import DECLINED, DENYSOFT, LOGINFO, HookAnswer, Transaction, arg
 from qptwisted.lib.dns import DNSTempError
-from qptwisted.lib.policy import PolicyPlugin
+from qptwisted.lib.policy import PolicyPlugin, reject_argument, reject_type_argument
 
 _FQDN = re.compile(r"^(?=.{4,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$", re.IGNORECASE)
 
@@ -60,13 +60,10 @@ class FCrDNS(PolicyPlugin):
     """Forward-confirmed reverse DNS at connect."""
 
     name = "fcrdns"
-    defaults = {"reject": "0", "reject_type": "temp"}
-    known_args = ("timeout",)
-
-    def register(self, *args: str) -> None:
-        """Parse the arguments."""
-        self.parse_args(args)
-        self.lookup_timeout = float(self.opts["timeout"]) if "timeout" in self.opts else None
+    reject = reject_argument("0")
+    reject_type = reject_type_argument("temp")
+    lookup_timeout: float | None = arg.duration(None, "seconds per DNS lookup (default: the engine's "
+                                                "dns_timeout)", aliases=("timeout",))
 
     def hook_connect(self, transaction: Transaction) -> HookAnswer:
         connection = transaction.connection

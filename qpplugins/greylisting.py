@@ -21,19 +21,25 @@ Arguments (``name value`` pairs):
     the key, as above.
 ``black_timeout N`` (default 3000 s), ``grey_timeout N`` (default 12000 s),
 ``white_timeout N`` (default 3110400 s = 36 days)
-    the windows, in seconds.
+    the windows, in seconds (``5m``, ``2h``, ``36d`` work too).
 ``deny_late 0|1``
     refuse at DATA instead of MAIL (key without recipient only).
 ``reject 1|0``
     0 logs what would happen and never refuses (test mode).
 ``db_dir DIR``
-    directory of the SQLite store (default: the engine's ``spool_dir``).
+    directory of the SQLite store (default: the engine's ``spool_dir``; a
+    relative path is taken in the directory the server was started in). Expired
+    triplets are pruned every hour.
 ``redis redis://host:port/db``
-    keep the triplets in Redis instead, shared by several servers.
+    keep the triplets in Redis instead, shared by several servers (Redis
+    expires them by itself).
 ``p0f genre,Windows``
     greylist only clients whose ``p0f`` note has that value (e.g. from ``ident/p0f``).
 ``geoip US,CN``
     greylist only clients whose ``geoip_country`` note is in the list.
+``mode``
+    qpsmtpd's old switch; accepted and ignored (``reject 0`` is its
+    ``testonly``).
 
 Config files:
 
@@ -55,11 +61,22 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from qptwisted import DECLINED, DENYSOFT, LOGINFO, LOGWARN, Address, HookAnswer, Transaction
+from qptwisted import (
+    DECLINED,
+    DENYSOFT,
+    LOGINFO,
+    LOGWARN,
+    Address,
+    ArgumentError,
+    HookAnswer,
+    Transaction,
+    arg,
+)
 from qptwisted.lib.ipmatch import IPMatcher
 from qptwisted.lib.policy import PolicyPlugin
 from qptwisted.lib.store import open_store
@@ -104,34 +121,42 @@ class Greylisting(PolicyPlugin):
     """Triplet greylisting with an SQLite or Redis store."""
 
     name = "greylisting"
-    defaults = {"reject": "1", "remote_ip": "1", "sender": "0", "recipient": "0", "per_recipient": "0",
-                "deny_late": "0", "black_timeout": str(50 * 60), "grey_timeout": str(3 * 3600 + 20 * 60),
-                "white_timeout": str(36 * 24 * 3600)}
-    known_args = ("remote_ip", "sender", "recipient", "per_recipient", "deny_late", "black_timeout",
-                  "grey_timeout", "white_timeout", "db_dir", "redis", "p0f", "geoip", "mode")
+    remote_ip: bool = arg.bool(True, "the client's IP is part of the key")
+    sender: bool = arg.bool(False, "the envelope sender is part of the key")
+    recipient: bool = arg.bool(False, "each recipient is part of the key (checked at RCPT)")
+    per_recipient: bool = arg.bool(False, "the same as recipient")
+    deny_late: bool = arg.bool(False, "refuse at DATA instead of MAIL (key without recipient only)")
+    black_timeout: float = arg.duration(50 * 60, "a retry before this is still refused")
+    grey_timeout: float = arg.duration(3 * 3600 + 20 * 60, "a retry after this counts as a new first try")
+    white_timeout: float = arg.duration(36 * 24 * 3600, "how long an accepted triplet stays white")
+    db_dir: Path | None = arg.path(None, "directory of the SQLite store (default: spool_dir)", workdir=True)
+    redis: str | None = arg.str(None, "keep the triplets in Redis instead: redis://host:port/db")
+    p0f: list[str] = arg.list([], "greylist only clients whose p0f note has one of these values")
+    geoip: list[str] = arg.list([], "greylist only clients from these countries (geoip_country note)")
+    mode: str | None = arg.str(None, "qpsmtpd's old switch; accepted and ignored")
 
     def register(self, *args: str) -> None:
-        """Parse the arguments, open the store, read the exclude files."""
-        self.parse_args(args)
-        flag = lambda key: self.opts[key].lower() not in ("0", "no", "off", "")  # noqa: E731
-        self.use_ip, self.use_sender = flag("remote_ip"), flag("sender")
-        self.use_recipient = flag("recipient") or flag("per_recipient")
-        self.deny_late = flag("deny_late")
-        self.black = float(self.opts["black_timeout"])
-        self.grey = float(self.opts["grey_timeout"])
-        self.white = float(self.opts["white_timeout"])
+        """Open the store, read the exclude files."""
+        self.use_ip, self.use_sender = self.remote_ip, self.sender
+        self.use_recipient = self.recipient or self.per_recipient
+        self.black, self.grey, self.white = self.black_timeout, self.grey_timeout, self.white_timeout
         if not self.black <= self.grey:
-            raise ValueError(f"{self.plugin_name}: black_timeout must not exceed grey_timeout")
-        db_dir = self.opts.get("db_dir") or self.engine.settings.spool_dir
-        self.store = open_store(self.opts.get("redis"), os.path.join(db_dir, "greylisting.sqlite"),
-                                "greylist", self.defer_to_thread)
+            raise ArgumentError(f"plugin {self.plugin_name}: argument black_timeout: must not exceed "
+                                "grey_timeout")
         lines: list[str] = []
         for name in self.config_list("greylist_exclude_files"):
             lines += self.engine.config.get_list(name)
         self.exclude = ExcludeList(lines)
-        self.p0f = [v.strip().lower() for v in self.opts.get("p0f", "").split(",") if v.strip()]
-        self.geoip = [v.strip().upper() for v in self.opts.get("geoip", "").split(",") if v.strip()]
+        self.countries = [country.upper() for country in self.geoip]
+        self.systems = [system.lower() for system in self.p0f]
         self.message = " ".join(self.config_list("denysoft_greylist")) or DEFAULT_MESSAGE
+        db_dir = self.db_dir or self.engine.settings.spool_dir
+        self.store = open_store(self.redis, os.path.join(db_dir, "greylisting.sqlite"), "greylist",
+                                self.engine)
+
+    def close(self) -> None:
+        """Close the store."""
+        self.store.close()
 
     # -- hooks ---------------------------------------------------------------
     def hook_mail(self, transaction: Transaction, sender: Address, **params: Any) -> HookAnswer:
@@ -166,13 +191,13 @@ class Greylisting(PolicyPlugin):
         if self.exclude.matches(connection.remote_ip, connection.remote_host):
             self.log(LOGINFO, "skip, in greylist_exclude_files")
             return True
-        if self.p0f:
+        if self.systems:
             p0f = connection.notes.get("p0f")
             values = {str(v).lower() for v in (p0f.values() if isinstance(p0f, dict) else [p0f]) if v}
-            if not any(any(wanted in value for value in values) for wanted in self.p0f):
+            if not any(any(wanted in value for value in values) for wanted in self.systems):
                 self.log(LOGINFO, "skip, p0f does not match")
                 return True
-        if self.geoip and str(connection.notes.get("geoip_country", "")).upper() not in self.geoip:
+        if self.countries and str(connection.notes.get("geoip_country", "")).upper() not in self.countries:
             self.log(LOGINFO, "skip, country not selected")
             return True
         return False
@@ -218,7 +243,7 @@ class Greylisting(PolicyPlugin):
 
     def _store(self, key: str, value: str, now: float, ttl: float, log: str, answer: Any) -> Deferred[Any]:
         self.log(LOGINFO, log)
-        if answer is not DECLINED and self.reject in ("0", "no", "off"):
+        if answer is not DECLINED and self.reject == "0":
             self.log(LOGINFO, "reject 0: not refusing")
             answer = DECLINED
         return self.store.put(key, value, now, ttl).addCallback(lambda _: answer)

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from email.utils import parsedate_to_datetime
 
-from qptwisted import DECLINED, LOGDEBUG, LOGINFO, HookAnswer, Transaction
-from qptwisted.lib.policy import PolicyPlugin
+from qptwisted import DECLINED, LOGDEBUG, LOGINFO, HookAnswer, Transaction, arg
+from qptwisted.lib.policy import PolicyPlugin, reject_type_argument
 
 SINGULAR = ("Date", "From", "Sender", "Reply-To", "To", "Cc", "Bcc", "Message-Id",
             "In-Reply-To", "References", "Subject")
@@ -37,15 +37,10 @@ class Headers(PolicyPlugin):
     """Required, singular and dated headers."""
 
     name = "headers"
-    known_args = ("require", "future", "past")
-    defaults = {"require": "From,Date", "reject_type": "perm"}
-
-    def register(self, *args: str) -> None:
-        """Parse the arguments."""
-        self.parse_args(args)
-        self.required = [name.strip() for name in self.opts["require"].split(",") if name.strip()]
-        self.future = float(self.opts.get("future", 0))
-        self.past = float(self.opts.get("past", 0))
+    require: list[str] = arg.list(["From", "Date"], "the headers every message must have, H,H,...")
+    future: float = arg.float(0, "days a Date may lie in the future (0: not checked)")
+    past: float = arg.float(0, "days a Date may lie in the past (0: not checked)")
+    reject_type = reject_type_argument("perm")
 
     def invalid_date_range(self, date: str | None) -> str | None:
         """Why ``date`` is outside the window, else None."""
@@ -71,7 +66,7 @@ class Headers(PolicyPlugin):
         if self.is_immune(transaction):
             return DECLINED
         header = transaction.header
-        for name in self.required:
+        for name in self.require:
             if not header.get(name):
                 self.adjust_karma(transaction, -1)
                 return self.get_reject(transaction, f"We require a valid {name} header", f"no {name} header")

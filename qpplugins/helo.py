@@ -27,8 +27,8 @@ Read RFC 2821``, ``HELO name contains invalid FQDN characters. Read RFC
 checked. Each message gets an ``X-HELO`` header with the name.
 
 Arguments: ``policy lenient|rfc|strict``, ``badhelo FILE`` (another config
-file name), ``timeout N`` (DNS), and ``reject``, ``reject_type``,
-``loglevel``. Better than qpsmtpd: IPv6 address literals and ``::1`` for
+file name), ``timeout N`` (seconds per DNS lookup, default 5), and
+``reject``, ``reject_type``, ``loglevel``. Better than qpsmtpd: IPv6 address literals and ``::1`` for
 localhost are understood, and the DNS tests never block.
 
 config/plugins::
@@ -45,7 +45,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from qptwisted import DECLINED, LOGERROR, LOGINFO, HookAnswer, Transaction
+from qptwisted import DECLINED, LOGERROR, LOGINFO, HookAnswer, Transaction, arg
 from qptwisted.lib.dns import DNSTempError
 from qptwisted.lib.policy import PolicyPlugin
 
@@ -60,40 +60,37 @@ class Helo(PolicyPlugin):
     """Check HELO/EHLO names by policy."""
 
     name = "helo"
-    known_args = ("policy", "badhelo", "timeout")
-    defaults = {"policy": "lenient", "timeout": "5", "reject": "1"}
+    policy: str = arg.choice(("lenient", "rfc", "strict"), "lenient", "which tests run (see above)")
+    badhelo: str = arg.str("badhelo", "the config file of refused names")
+    dns_timeout: float = arg.duration(5, "seconds per DNS lookup", aliases=("timeout",))
 
     def register(self, *args: str) -> None:
         """Choose the tests for the policy and read ``badhelo``."""
-        self.parse_args(args)
-        policy = self.opts["policy"].lower()
-        if policy not in ("lenient", "rfc", "strict"):
-            raise ValueError(f"helo: policy must be lenient, rfc or strict, not {policy!r}")
+        policy = self.policy
         tests: list[Callable[[Transaction, str], Failure]] = [
             self.is_in_badhelo, self.invalid_localhost, self.is_forged_literal]
         if policy in ("rfc", "strict"):
             tests += [self.is_plain_ip, self.is_not_fqdn]
         self.tests = tests
-        self.dns_timeout = float(self.opts["timeout"])
         self.dns_tests = ["no_forward_dns", "no_reverse_dns"] if policy != "lenient" else []
         if policy == "strict":
             self.dns_tests.append("no_matching_dns")
-        self.badhelo: list[tuple[str, re.Pattern[str] | None, bool]] = []
-        for line in self.config_list(self.opts.get("badhelo", "badhelo")):
+        self.bad_names: list[tuple[str, re.Pattern[str] | None, bool]] = []
+        for line in self.config_list(self.badhelo):
             bad = line.strip()
             if not bad:
                 continue
             if _BADHELO_REGEX.search(bad):
                 negate = bad.startswith("!")
-                self.badhelo.append((bad, re.compile(bad[1:] if negate else bad), negate))
+                self.bad_names.append((bad, re.compile(bad[1:] if negate else bad), negate))
             else:
-                self.badhelo.append((bad.lower(), None, False))
+                self.bad_names.append((bad.lower(), None, False))
 
     def is_in_badhelo(self, transaction: Transaction, host: str) -> Failure:
         """The name is listed (or matches a pattern) in badhelo."""
         error = f"I do not believe you are {host}."
         lower = host.lower()
-        for bad, pattern, negate in self.badhelo:
+        for bad, pattern, negate in self.bad_names:
             if pattern is None:
                 if lower == bad:
                     return error, "in badhelo"

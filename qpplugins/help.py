@@ -10,7 +10,7 @@ Arguments (``name value`` pairs):
     the help for one topic from ``FILE`` (relative names are taken in the
     config directory).
 ``not_implemented 1``
-    answer every HELP with ``502 Not implemented.``
+    answer every HELP with ``502 Not implemented.`` (yes/no, on/off work too)
 
 A topic without a file gets ``504 Command parameter not implemented.``; a
 bare HELP without a ``default`` file gets the engine's standard text. Files
@@ -24,35 +24,46 @@ config/plugins::
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from pathlib import Path
 
-from qptwisted import DECLINED, DONE, OK, HookAnswer, Plugin, Transaction
+from qptwisted import DECLINED, DONE, OK, ArgumentError, HookAnswer, Plugin, Transaction, arg
+
+#: the declared arguments; every other ``name value`` pair is ``COMMAND FILE``
+_OWN = ("help_dir", "not_implemented", "fail_open")
 
 
 class Help(Plugin):
     """HELP from files."""
 
     name = "help"
+    help_dir: Path = arg.path("help", "a directory of help files named after their topic (default: help "
+                              "in the config directory); COMMAND FILE pairs add single topics")
+    not_implemented: bool = arg.bool(False, "answer every HELP with 502 Not implemented.")
+
+    def configure(self, words: Sequence[str] | None = None) -> None:
+        """Take the ``COMMAND FILE`` pairs out of the line, then parse the declared arguments."""
+        rest = list(self.args if words is None else words)
+        own: list[str] = []
+        self.topic_files: dict[str, Path] = {}
+        while rest:
+            word = rest.pop(0)
+            if word.partition("=")[0].lower().replace("-", "_") in _OWN:
+                own += [word] if "=" in word or not rest else [word, rest.pop(0)]
+            elif not rest:
+                raise ArgumentError(f"plugin {self.plugin_name}: argument {word}: needs a file "
+                                    "(help COMMAND FILE)")
+            else:
+                self.topic_files[word.lower()] = self.engine.config.resolve(rest.pop(0))
+        super().configure(own)
 
     def register(self, *args: str) -> None:
         """Read the help files."""
-        words = list(args)
-        if len(words) % 2:
-            raise ValueError(f"help: arguments must be 'name value' pairs, got {words}")
-        self.not_implemented = False
         self.texts: dict[str, str] = {}
-        files: dict[str, str] = {}
-        help_dir = str(self.engine.config.path("help"))
-        for key, value in zip(words[::2], words[1::2], strict=True):
-            key = key.lower()
-            if key == "not_implemented":
-                self.not_implemented = value not in ("0", "")
-            elif key == "help_dir":
-                help_dir = value if os.path.isabs(value) else str(self.engine.config.path(value))
-            else:
-                files[key] = value if os.path.isabs(value) else str(self.engine.config.path(value))
-        if os.path.isdir(help_dir):
-            for entry in os.listdir(help_dir):
-                files.setdefault(entry.lower(), os.path.join(help_dir, entry))
+        files = dict(self.topic_files)
+        if self.help_dir.is_dir():
+            for entry in os.listdir(self.help_dir):
+                files.setdefault(entry.lower(), self.help_dir / entry)
         for topic, path in files.items():
             with open(path, encoding="utf-8") as handle:
                 text = handle.read().rstrip("\n")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from qptwisted import DECLINED, DENYSOFT, LOGERROR, LOGINFO, Code, HookAnswer, Transaction
+from qptwisted import DECLINED, DENYSOFT, LOGERROR, LOGINFO, Code, ConfigError, HookAnswer, Transaction, arg
 from qptwisted.lib.ipmatch import IPMatcher
 from qptwisted.lib.policy import PolicyPlugin, return_code
 
@@ -35,13 +35,18 @@ class HostsAllow(PolicyPlugin):
     """Per-IP connection limit and IP rules at pre-connection."""
 
     name = "hosts_allow"
-    known_args = ("max_conn_ip",)
+    max_conn_ip: int | None = arg.int(None, "concurrent connections one IP may have (default: config "
+                                      "max_conn_ip, else no limit)")
 
     def register(self, *args: str) -> None:
         """Read the limit and the rules."""
-        self.parse_args(args)
-        limit = self.opts.get("max_conn_ip") or self.config("max_conn_ip") or "0"
-        self.max_conn_ip = int(limit)
+        if not self.max_conn_ip:
+            limit = self.config("max_conn_ip") or "0"
+            try:
+                self.max_conn_ip = int(limit)
+            except ValueError:
+                raise ConfigError(f"{self.plugin_name}: config max_conn_ip: {limit!r} is not a number") \
+                    from None
         self.rules: list[tuple[IPMatcher, Code, str | None]] = []
         for line in self.config_list("hosts_allow"):
             parts = line.strip().split(None, 2)

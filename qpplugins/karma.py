@@ -28,9 +28,11 @@ Arguments (``name value`` pairs):
 ``reject_type perm|temp|disconnect|temp_disconnect``
     default ``disconnect``.
 ``db_dir DIR``
-    directory of the SQLite store (default: the engine's ``spool_dir``).
+    directory of the SQLite store (default: the engine's ``spool_dir``; a
+    relative path is taken in the directory the server was started in). Expired
+    entries are pruned every hour.
 ``redis redis://host:port/db``
-    keep the history in Redis.
+    keep the history in Redis (which expires it by itself).
 
 config/plugins::
 
@@ -40,12 +42,13 @@ config/plugins::
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from qptwisted import DECLINED, LOGINFO, LOGWARN, Code, HookAnswer, Transaction
-from qptwisted.lib.policy import PolicyPlugin
+from qptwisted import DECLINED, LOGINFO, LOGWARN, Code, HookAnswer, Transaction, arg
+from qptwisted.lib.policy import PolicyPlugin, reject_type_argument
 from qptwisted.lib.store import open_store
 
 #: how long history is kept without new connections
@@ -75,19 +78,22 @@ class Karma(PolicyPlugin):
     """Per-IP reputation with a penalty box."""
 
     name = "karma"
-    defaults = {"reject": "1", "reject_type": "disconnect", "negative": "1", "strikes": "3",
-                "penalty_days": "1"}
-    known_args = ("negative", "strikes", "penalty_days", "db_dir", "redis")
+    negative: int = arg.int(1, "a connection with karma <= -N is naughty")
+    strikes: int = arg.int(3, "history at or below -N puts the IP into the penalty box")
+    penalty_days: float = arg.float(1, "how long the penalty box lasts, in days")
+    db_dir: Path | None = arg.path(None, "directory of the SQLite store (default: spool_dir)", workdir=True)
+    redis: str | None = arg.str(None, "keep the history in Redis instead: redis://host:port/db")
+    reject_type = reject_type_argument("disconnect")
 
     def register(self, *args: str) -> None:
-        """Parse the arguments and open the store."""
-        self.parse_args(args)
-        self.negative = int(self.opts["negative"])
-        self.strikes = int(self.opts["strikes"])
-        self.penalty = float(self.opts["penalty_days"]) * 86400
-        db_dir = self.opts.get("db_dir") or self.engine.settings.spool_dir
-        self.store = open_store(self.opts.get("redis"), os.path.join(db_dir, "karma.sqlite"), "karma",
-                                self.defer_to_thread)
+        """Open the store."""
+        self.penalty = self.penalty_days * 86400
+        db_dir = self.db_dir or self.engine.settings.spool_dir
+        self.store = open_store(self.redis, os.path.join(db_dir, "karma.sqlite"), "karma", self.engine)
+
+    def close(self) -> None:
+        """Close the store."""
+        self.store.close()
 
     def now(self) -> float:
         """The engine clock's time."""

@@ -6,8 +6,8 @@ disconnected (a temporary failure: real senders retry). The load is read
 with ``os.getloadavg()`` (no process, no blocking) and cached for
 ``cache_time`` seconds.
 
-Arguments: ``max_load N`` (default 7), ``cache_time S`` (default 10);
-qpsmtpd's ``uptime PATH`` is accepted and ignored.
+Arguments: ``max_load N`` (default 7), ``cache_time S`` (seconds, default
+10); qpsmtpd's ``uptime PATH`` is accepted and ignored.
 
 config/plugins::
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from qptwisted import DECLINED, DENYSOFT, LOGDEBUG, LOGINFO, HookAnswer, Transaction
+from qptwisted import DECLINED, DENYSOFT, LOGDEBUG, LOGINFO, HookAnswer, Transaction, arg
 from qptwisted.lib.policy import PolicyPlugin
 
 
@@ -27,14 +27,12 @@ class LoadCheck(PolicyPlugin):
     """DENYSOFT at connect above a load average."""
 
     name = "loadcheck"
-    known_args = ("max_load", "cache_time", "uptime")
-    defaults = {"max_load": "7", "cache_time": "10"}
+    max_load: float = arg.float(7, "1-minute load average above which clients are turned away")
+    cache_time: float = arg.duration(10, "how long a load reading is reused")
+    uptime: str | None = arg.str(None, "qpsmtpd's uptime program; accepted and ignored")
 
     def register(self, *args: str) -> None:
-        """Read the limits."""
-        self.parse_args(args)
-        self.max_load = float(self.opts["max_load"])
-        self.cache_time = float(self.opts["cache_time"])
+        """Set up the load source."""
         #: where the load comes from; tests replace it
         self.getloadavg: Callable[[], tuple[float, float, float]] = os.getloadavg
         self._cached: tuple[float, float] | None = None

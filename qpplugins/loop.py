@@ -4,7 +4,8 @@ Counts ``Received`` and ``Delivered-To`` headers (ours included) after DATA;
 at ``max_hops`` or more the message is refused with ``552 Too many hops.
 This message is looping.`` (5.4.6).
 
-Argument: the maximum (default 100, the minimum RFC 5321 6.3 allows).
+Argument: the maximum (default 100, the minimum RFC 5321 6.3 allows), also
+written ``max_hops N``.
 
 config/plugins::
 
@@ -13,19 +14,15 @@ config/plugins::
 
 from __future__ import annotations
 
-from qptwisted import DECLINED, DENY, LOGINFO, HookAnswer, Plugin, Transaction
+from qptwisted import DECLINED, DENY, LOGINFO, HookAnswer, Plugin, Transaction, arg
 
 
 class Loop(Plugin):
     """Refuse messages with too many Received/Delivered-To headers."""
 
     name = "loop"
-
-    def register(self, *args: str) -> None:
-        """The optional argument is the hop limit."""
-        if len(args) > 1:
-            raise ValueError(f"loop takes one argument, the maximum hops, not {list(args)}")
-        self.max_hops = int(args[0]) if args else 100
+    max_hops: int = arg.int(100, "Received and Delivered-To headers at which a message is refused",
+                            positional=True)
 
     def hook_data_post(self, transaction: Transaction) -> HookAnswer:
         header = transaction.header

@@ -10,8 +10,9 @@ them.
 Arguments:
 
 ``reject connect|mail|rcpt|data|data_post|queue_pre``
-    the phase at which naughty clients are refused (default ``rcpt``);
-    ``connect`` only sees what plugins before it in the chain decided.
+    the phase at which naughty clients are refused (default ``rcpt``; an
+    unknown word is logged and means ``rcpt``); ``connect`` only
+    sees what plugins before it in the chain decided.
 ``reject_type perm|temp|disconnect|temp_disconnect``
     default ``disconnect``; the first deferring plugin's own
     ``reject_type`` (note ``naughty_reject_type``) wins, as in qpsmtpd.
@@ -25,8 +26,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from qptwisted import DECLINED, DENY_DISCONNECT, LOGINFO, HookAnswer, Transaction
-from qptwisted.lib.policy import PolicyPlugin
+from qptwisted import DECLINED, DENY_DISCONNECT, LOGINFO, HookAnswer, Transaction, arg
+from qptwisted.lib.policy import PolicyPlugin, reject_type_argument
 
 PHASES = ("connect", "mail", "rcpt", "data", "data_post", "queue_pre")
 
@@ -35,13 +36,12 @@ class Naughty(PolicyPlugin):
     """Refuse clients marked naughty, at one phase."""
 
     name = "naughty"
-    defaults = {"reject": "rcpt", "reject_type": "disconnect"}
-    known_args = ()
+    reject = arg.str("rcpt", f"the phase at which naughty clients are refused: {', '.join(PHASES)}")
+    reject_type = reject_type_argument("disconnect")
 
     def register(self, *args: str) -> None:
         """Pick the phase (``reject``) and hook it."""
-        self.parse_args(args)
-        phase = self.opts["reject"].lower()
+        phase = self.reject.lower()
         if phase not in PHASES:
             self.log(LOGINFO, f"unknown phase {phase!r}, using rcpt")
             phase = "rcpt"

@@ -5,7 +5,7 @@ Any other command resets the count. At ``max`` consecutive NOOPs (default
 and is disconnected. The count lives in the connection note
 ``noop_count``.
 
-Arguments: ``max N`` (a bare number works too).
+Argument: ``max N`` (a bare number works too, as in qpsmtpd).
 
 config/plugins::
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qptwisted import DECLINED, DENY_DISCONNECT, LOGINFO, HookAnswer, Transaction
+from qptwisted import DECLINED, DENY_DISCONNECT, LOGINFO, HookAnswer, Transaction, arg
 from qptwisted.lib.policy import PolicyPlugin
 
 RESET_ON = ("helo", "ehlo", "mail", "rcpt", "data", "vrfy", "help", "unrecognized_command",
@@ -27,13 +27,10 @@ class NoopCounter(PolicyPlugin):
     """Count consecutive NOOPs."""
 
     name = "noop_counter"
-    known_args = ("max",)
-    defaults = {"max": "3"}
+    max: int = arg.int(3, "consecutive NOOPs before the client is disconnected", positional=True)
 
     def register(self, *args: str) -> None:
-        """Read ``max`` and hook every other command to reset the count."""
-        self.parse_args(("max", args[0]) if len(args) == 1 else args)
-        self.max = int(self.opts["max"])
+        """Hook every other command to reset the count."""
         for hook in RESET_ON:
             self.register_hook(hook, self.reset)
 

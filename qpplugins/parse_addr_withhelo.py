@@ -36,6 +36,7 @@ class ParseAddrWithHelo(Plugin):
     """No ESMTP parameters after HELO."""
 
     name = "parse_addr_withhelo"
+    strict_arguments = True
 
     def _parser(self, transaction: Transaction) -> HookAnswer:
         if transaction.connection.hello != "helo":

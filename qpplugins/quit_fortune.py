@@ -22,24 +22,21 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.utils import getProcessOutput
 
-from qptwisted import DECLINED, LOGDEBUG, OK, HookAnswer, Plugin, Transaction
+from qptwisted import DECLINED, LOGDEBUG, OK, HookAnswer, Plugin, Transaction, arg
 
 
 class QuitFortune(Plugin):
     """Say goodbye with a fortune."""
 
     name = "quit_fortune"
+    fortune: str | None = arg.str(None, "the fortune program (default: found on PATH or in the games "
+                                  "directory)")
 
     def register(self, *args: str) -> None:
         """Find the fortune program."""
-        words = list(args)
-        path = None
-        if words[:1] == ["fortune"] and len(words) == 2:
-            path = words[1]
-        elif words:
-            raise ValueError(f"quit_fortune: the only argument is 'fortune PATH', not {words}")
-        search = os.environ.get("PATH", os.defpath) + os.pathsep + os.path.join(os.sep, "usr", "games")
-        self.fortune = path or shutil.which("fortune", path=search)
+        if not self.fortune:
+            search = os.environ.get("PATH", os.defpath) + os.pathsep + os.path.join(os.sep, "usr", "games")
+            self.fortune = shutil.which("fortune", path=search)
 
     def run_fortune(self) -> Deferred[bytes]:
         """The output of ``fortune -s``; tests replace this."""

@@ -5,7 +5,7 @@ connect, HELO/EHLO, MAIL, RCPT, DATA and after DATA the plugin answers
 ``DENYSOFT random failure`` (three times in five
 ``DENYSOFT_DISCONNECT`` instead) with the given probability.
 
-Argument: the percentage (default 1). The connection note ``random_fail_%``
+Argument: the percentage (default 1; also written ``percent N``). The connection note ``random_fail_%``
 overrides it per connection (another plugin may set it at connect).
 
 config/plugins::
@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from qptwisted import DECLINED, DENYSOFT, DENYSOFT_DISCONNECT, LOGINFO, HookAnswer, Plugin, Transaction
+from qptwisted import DECLINED, DENYSOFT, DENYSOFT_DISCONNECT, LOGINFO, HookAnswer, Plugin, Transaction, arg
 
 PHASES = ("connect", "helo", "ehlo", "mail", "rcpt", "data", "data_post")
 
@@ -27,12 +27,10 @@ class RandomError(Plugin):
     """Answer DENYSOFT at random."""
 
     name = "random_error"
+    percent: float = arg.float(1.0, "the probability of a failure, in percent", positional=True)
 
     def register(self, *args: str) -> None:
-        """The optional argument is the percentage."""
-        if len(args) > 1:
-            raise ValueError(f"random_error takes one argument, the percentage, not {list(args)}")
-        self.percent = float(args[0]) if args else 1.0
+        """Hook every phase."""
         #: the random source; tests give a seeded ``random.Random``
         self.random = random.Random()
         for phase in PHASES:

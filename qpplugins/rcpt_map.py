@@ -21,9 +21,21 @@ config/plugins::
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
-from qptwisted import DECLINED, DENY, LOGERROR, LOGINFO, Address, Code, HookAnswer, Transaction
+from qptwisted import (
+    DECLINED,
+    DENY,
+    LOGERROR,
+    LOGINFO,
+    Address,
+    ArgumentError,
+    Code,
+    HookAnswer,
+    Transaction,
+    arg,
+)
 from qptwisted.lib.policy import PolicyPlugin, return_code
 
 
@@ -31,22 +43,23 @@ class RcptMap(PolicyPlugin):
     """Per-address answers for one domain."""
 
     name = "rcpt_map"
-    known_args = ("domain", "file", "default")
+    domain: str = arg.str(help="the domain whose recipients the map answers")
+    file: Path = arg.path(help="the map file (relative: in the config directory)")
+    default: str | None = arg.str(None, "CODE=MESSAGE for recipients not in the map (default "
+                                  "DENY=No_such_user.; underscores are spaces)")
 
     def register(self, *args: str) -> None:
-        """Check the arguments and read the map."""
-        self.parse_args(args)
-        if "domain" not in self.opts or "file" not in self.opts:
-            raise ValueError("rcpt_map needs 'domain DOMAIN file FILE'")
-        self.domain = self.opts["domain"].lower()
-        self.path = self.config_path(self.opts["file"])
-        self.default: tuple[Code, str] = (DENY, "No such user.")
-        if "default" in self.opts:
-            name, _, message = self.opts["default"].partition("=")
+        """Read the map."""
+        self.domain = self.domain.lower()
+        self.path = str(self.file)
+        self.answer: tuple[Code, str] = (DENY, "No such user.")
+        if self.default is not None:
+            name, _, message = self.default.partition("=")
             code = return_code(name)
             if code is None:
-                raise ValueError(f"rcpt_map: {name!r} is not a valid constant for 'default'")
-            self.default = (code, message.replace("_", " ") or "No such user.")
+                raise ArgumentError(f"plugin {self.plugin_name}: argument default: {name!r} is not a "
+                                    "qpsmtpd constant (OK, DENY, DENYSOFT ...)")
+            self.answer = (code, message.replace("_", " ") or "No such user.")
         self.map: dict[str, tuple[Code, str | None]] = {}
         self.mtime = -1.0
         self.read_map()
@@ -87,4 +100,4 @@ class RcptMap(PolicyPlugin):
     def hook_rcpt(self, transaction: Transaction, rcpt: Address, **params: str) -> HookAnswer:
         if not rcpt.host or not rcpt.user or rcpt.host.lower() != self.domain:
             return DECLINED
-        return self.map.get(rcpt.canonical.lower(), self.default)
+        return self.map.get(rcpt.canonical.lower(), self.answer)

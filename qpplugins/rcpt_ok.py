@@ -4,6 +4,7 @@ Accepts a recipient when the client may relay (``relay_client``, or a
 whitelisted host or sender), when its domain is ``me`` or listed in
 ``config/rcpthosts`` (an entry ``.example.com`` matches every sub-domain),
 and for the bare ``<postmaster>``. Everything else: ``550 Relaying denied``.
+No arguments.
 
 config/plugins::
 
@@ -19,6 +20,7 @@ class RcptOk(Plugin):
     """Accept mail for our own domains only."""
 
     name = "rcpt_ok"
+    strict_arguments = True
 
     def register(self, *args: str) -> None:
         """Read ``me`` and ``rcpthosts`` once per (re)load."""

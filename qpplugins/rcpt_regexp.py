@@ -29,11 +29,9 @@ class RcptRegexp(PolicyPlugin):
     """Map recipients to answers with ``config/rcpt_regexp``."""
 
     name = "rcpt_regexp"
-    known_args = ()
 
     def register(self, *args: str) -> None:
         """Read and compile the rules."""
-        self.parse_args(args)
         self.rules: list[tuple[str | re.Pattern[str], Code, str | None]] = []
         for line in self.config_list("rcpt_regexp"):
             parts = line.strip().split(None, 2)

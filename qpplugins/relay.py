@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from qptwisted import DECLINED, DENY, OK, Address, HookAnswer, Plugin, Transaction
+from qptwisted import DECLINED, DENY, OK, Address, HookAnswer, Plugin, Transaction, arg
 from qptwisted.lib.ipmatch import IPMatcher
 
 
@@ -25,13 +25,10 @@ class Relay(Plugin):
     """Mark trusted clients as relay clients."""
 
     name = "relay"
+    only: bool = arg.flag("relay-only mode: refuse every recipient of a client that may not relay")
 
     def register(self, *args: str) -> None:
-        """Read the client lists; ``only`` turns on relay-only mode."""
-        unknown = [arg for arg in args if arg != "only"]
-        if unknown:
-            raise ValueError(f"unknown arguments {unknown}; the only argument is 'only'")
-        self.only = "only" in args
+        """Read the client lists."""
         self.relay = IPMatcher(self.config_list("relayclients") + self.config_list("morerelayclients"))
         self.norelay = IPMatcher(self.config_list("norelayclients"))
         self.env = "RELAYCLIENT" in os.environ

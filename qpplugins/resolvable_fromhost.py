@@ -36,10 +36,10 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
-from qptwisted import DECLINED, DENYSOFT, LOGINFO, Address, HookAnswer, Transaction
+from qptwisted import DECLINED, DENYSOFT, LOGINFO, Address, HookAnswer, Transaction, arg
 from qptwisted.lib.dns import DNSTempError
 from qptwisted.lib.ipmatch import IPMatcher
-from qptwisted.lib.policy import PolicyPlugin
+from qptwisted.lib.policy import PolicyPlugin, reject_type_argument
 
 DEFAULT_INVALID = (
     "0.0.0.0/8", "10.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16",
@@ -51,13 +51,12 @@ class ResolvableFromhost(PolicyPlugin):
     """The envelope sender's domain must resolve to somewhere mail can go."""
 
     name = "resolvable_fromhost"
-    defaults = {"reject": "1", "reject_type": "temp"}
-    known_args = ("timeout",)
+    reject_type = reject_type_argument("temp")
+    lookup_timeout: float | None = arg.duration(None, "seconds per DNS lookup (default: the engine's "
+                                                "dns_timeout)", aliases=("timeout",))
 
     def register(self, *args: str) -> None:
-        """Parse the arguments and read the invalid networks."""
-        self.parse_args(args)
-        self.lookup_timeout = float(self.opts["timeout"]) if "timeout" in self.opts else None
+        """Read the invalid networks."""
         self.invalid = IPMatcher(self.config_list("invalid_resolvable_fromhost") or DEFAULT_INVALID)
 
     def hook_mail(self, transaction: Transaction, sender: Address, **params: Any) -> HookAnswer:

@@ -38,21 +38,21 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
-from qptwisted import DECLINED, LOGINFO, LOGNOTICE, LOGWARN, Address, HookAnswer, Transaction
-from qptwisted.lib.policy import PolicyPlugin
+from qptwisted import DECLINED, LOGINFO, LOGNOTICE, LOGWARN, Address, HookAnswer, Transaction, arg
+from qptwisted.lib.policy import PolicyPlugin, reject_type_argument
 
 
 class RHSBL(PolicyPlugin):
     """Sender-domain block lists, checked at MAIL."""
 
     name = "rhsbl"
-    defaults = {"reject": "1", "reject_type": "perm", "check_helo": "0"}
-    known_args = ("timeout", "check_helo")
+    reject_type = reject_type_argument("perm")
+    check_helo: bool = arg.bool(False, "also look up the HELO/EHLO name")
+    lookup_timeout: float | None = arg.duration(None, "seconds per DNS lookup (default: the engine's "
+                                                "dns_timeout)", aliases=("timeout",))
 
     def register(self, *args: str) -> None:
-        """Parse the arguments and read ``rhsbl_zones``."""
-        self.parse_args(args)
-        self.lookup_timeout = float(self.opts["timeout"]) if "timeout" in self.opts else None
+        """Read ``rhsbl_zones``."""
         self.zones: list[tuple[str, str | None]] = []
         for line in self.config_list("rhsbl_zones"):
             zone, _, message = line.partition(" ")
@@ -69,7 +69,7 @@ class RHSBL(PolicyPlugin):
             return DECLINED
         domains = [sender.host.lower()]
         helo = transaction.connection.hello_host
-        if self.opts["check_helo"] not in ("0", "no") and helo and helo.lower() not in domains \
+        if self.check_helo and helo and helo.lower() not in domains \
                 and not helo.startswith("["):
             domains.append(helo.lower())
         return self.lookup(domains).addCallback(self._verdict, transaction)

@@ -53,7 +53,18 @@ import dns.resolver
 import spf
 from twisted.internet.defer import Deferred
 
-from qptwisted import DECLINED, DENY, DENYSOFT, LOGINFO, LOGWARN, Address, HookAnswer, Transaction
+from qptwisted import (
+    DECLINED,
+    DENY,
+    DENYSOFT,
+    LOGINFO,
+    LOGWARN,
+    Address,
+    ConfigError,
+    HookAnswer,
+    Transaction,
+    arg,
+)
 from qptwisted.lib.policy import PolicyPlugin
 
 SPECIAL_RECIPIENTS = frozenset({"postmaster", "abuse"})
@@ -118,17 +129,17 @@ class SenderPermittedFrom(PolicyPlugin):
     """SPF at MAIL, refusals at RCPT, results for Authentication-Results and DMARC."""
 
     name = "sender_permitted_from"
-    known_args = ("no_dmarc_policy", "timeout")
+    reject = arg.choice([str(level) for level in POLICIES], None, "which results are refused, "
+                                    "0..6 (default: config spfbehavior, else 1)")
+    no_dmarc_policy: bool = arg.bool(False, "refuse only senders whose domain publishes no DMARC record")
+    spf_timeout: float = arg.duration(20, "seconds for the whole SPF evaluation", aliases=("timeout",))
 
     def register(self, *args: str) -> None:
-        """Parse the arguments; ``reject`` defaults to config ``spfbehavior``."""
-        self.parse_args(args)
-        level = self.opts.get("reject") or self.config("spfbehavior") or "1"
+        """``reject`` defaults to config ``spfbehavior``."""
+        level = self.reject or self.config("spfbehavior") or "1"
         if not level.isdigit() or int(level) not in POLICIES:
-            raise ValueError(f"{self.plugin_name}: reject must be 0..6, got {level!r}")
+            raise ConfigError(f"{self.plugin_name}: config spfbehavior must be 0..6, got {level!r}")
         self.level = int(level)
-        self.no_dmarc_policy = self.opts.get("no_dmarc_policy", "0") not in ("0", "no")
-        self.spf_timeout = float(self.opts.get("timeout", "20"))
 
     def hook_mail(self, transaction: Transaction, sender: Address, **params: Any) -> HookAnswer:
         connection = transaction.connection

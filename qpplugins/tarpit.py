@@ -26,7 +26,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
-from qptwisted import DECLINED, LOGINFO, HookAnswer, Transaction
+from qptwisted import DECLINED, LOGINFO, HookAnswer, Transaction, arg
 from qptwisted.lib.policy import PolicyPlugin
 
 HOOKS = ("helo", "ehlo", "mail", "rcpt", "data", "data_post", "noop", "vrfy", "help",
@@ -37,17 +37,14 @@ class Tarpit(PolicyPlugin):
     """Delay the replies to suspicious clients."""
 
     name = "tarpit"
-    known_args = ("delay", "max", "hooks")
-    defaults = {"delay": "5", "max": "60"}
+    delay: float = arg.duration(5, "how long each reply to a suspicious client waits")
+    max: float = arg.duration(60, "cap on a delay a plugin asks for in the tarpit note")
+    hooks: list[str] = arg.list(list(HOOKS), "the hooks that wait, H,H,... (default: every command's)")
 
     def register(self, *args: str) -> None:
         """Hook the chosen hooks, first in their chains."""
-        self.parse_args(args)
-        self.delay = float(self.opts["delay"])
-        self.max = float(self.opts["max"])
-        hooks = self.opts.get("hooks")
-        for hook in hooks.split(",") if hooks else HOOKS:
-            self.register_hook(hook.strip(), self.slow_down, unshift=True)
+        for hook in self.hooks:
+            self.register_hook(hook, self.slow_down, unshift=True)
 
     def delay_for(self, transaction: Transaction) -> float:
         """Seconds to wait before answering this client (0: none)."""

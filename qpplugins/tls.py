@@ -49,7 +49,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qptwisted import DECLINED, DONE, LOGINFO, ConfigError, HookAnswer, Plugin, Transaction
+from qptwisted import (
+    DECLINED,
+    DONE,
+    LOGINFO,
+    ArgumentError,
+    ConfigError,
+    HookAnswer,
+    Plugin,
+    Transaction,
+    arg,
+    parse_bool,
+)
 from qptwisted.lib.tls import TLSConfigError, load_bundle_files, load_directory, server_options
 
 
@@ -57,34 +68,37 @@ class TLS(Plugin):
     """STARTTLS and implicit TLS with certificates from the config directory."""
 
     name = "tls"
-
-    def _path(self, name: str) -> Path:
-        path = Path(name)
-        return path if path.is_absolute() else self.engine.config.path(name)
+    cert: Path | None = arg.path(None, "the certificate (and chain) file; default: config tls_cert",
+                                 positional=True)
+    key: Path | None = arg.path(None, "its private key file (needed with cert)", positional=True)
+    ca: Path | None = arg.path(None, "a CA file sent along", positional=True)
 
     def register(self, *args: str) -> None:
         """Load the certificates and build the server context."""
-        if len(args) not in (0, 2, 3):
-            raise ConfigError("tls takes no arguments, or CERT KEY [CA]")
+        if self.cert is not None and self.key is None:
+            raise ArgumentError(f"plugin {self.plugin_name}: argument key: is required with a certificate "
+                                "(tls CERT KEY [CA])")
+        resolve = self.engine.config.resolve
         minimum = self.config("tls_min_version", "TLSv1.2") or "TLSv1.2"
         ciphers = self.config("tls_ciphers")
         certdir = self.config("tls_certdir")
-        client_cert = (self.config("tls_request_client_cert", "0") or "0") not in ("0", "")
         try:
-            if args:
-                cert, key = self._path(args[0]), self._path(args[1])
-                ca = self._path(args[2]) if len(args) == 3 else None
-                self.options: Any = server_options(load_bundle_files(cert, key, ca), minimum, ciphers,
-                                                   request_client_cert=client_cert)
+            client_cert = parse_bool(self.config("tls_request_client_cert", "0") or "0")
+        except ValueError as err:
+            raise ConfigError(f"tls: config tls_request_client_cert: {err}") from None
+        try:
+            if self.cert is not None and self.key is not None:
+                self.options: Any = server_options(load_bundle_files(self.cert, self.key, self.ca), minimum,
+                                                   ciphers, request_client_cert=client_cert)
             elif certdir:
-                bundles = load_directory(self._path(certdir))
+                bundles = load_directory(resolve(certdir))
                 self.options = server_options(bundles[0], minimum, ciphers, sni=bundles,
                                               request_client_cert=client_cert)
             else:
-                cert = self._path(self.config("tls_cert", "ssl/qpsmtpd-server.crt") or "")
-                key = self._path(self.config("tls_key", "ssl/qpsmtpd-server.key") or "")
+                cert = resolve(self.config("tls_cert", "ssl/qpsmtpd-server.crt") or "")
+                key = resolve(self.config("tls_key", "ssl/qpsmtpd-server.key") or "")
                 ca_name = self.config("tls_ca")
-                bundle = load_bundle_files(cert, key, self._path(ca_name) if ca_name else None)
+                bundle = load_bundle_files(cert, key, resolve(ca_name) if ca_name else None)
                 self.options = server_options(bundle, minimum, ciphers, request_client_cert=client_cert)
             self.options.getContext()  # fail now, not at the first STARTTLS
         except TLSConfigError as err:

@@ -20,7 +20,7 @@ Arguments (``name value`` pairs):
 ``timeout N``
     seconds per lookup (default: the engine's ``dns_timeout``).
 ``scan-headers 0|1``
-    also scan the header block (default 0).
+    also scan the header block (default 0; ``scan_headers`` works too).
 ``checkip 0|1``
     also look up IP-address URIs (default 0).
 ``max_domains N``
@@ -51,7 +51,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from qptwisted import DECLINED, DENY, DENYSOFT, LOGINFO, LOGWARN, HookAnswer, Transaction
+from qptwisted import DECLINED, DENY, DENYSOFT, LOGINFO, LOGWARN, HookAnswer, Transaction, arg
 from qptwisted.lib.dmarc import organizational_domain
 from qptwisted.lib.policy import PolicyPlugin
 
@@ -75,21 +75,21 @@ class URIBL(PolicyPlugin):
     """URI block lists on the message body."""
 
     name = "uribl"
-    defaults = {"action": "add-header", "scan-headers": "0", "checkip": "0", "max_domains": "20",
-                "max_size": str(1 << 20)}
-    known_args = ("action", "timeout", "scan-headers", "checkip", "max_domains", "max_size")
+    action: str = arg.choice(ACTIONS, "add-header", "what a listed message gets, unless its zone says")
+    scan_headers: bool = arg.bool(False, "also scan the header block")
+    checkip: bool = arg.bool(False, "also look up IP-address URIs")
+    max_domains: int = arg.int(20, "distinct domains looked up per message")
+    max_size: int = arg.int(1 << 20, "bytes of body scanned")
+    lookup_timeout: float | None = arg.duration(None, "seconds per DNS lookup (default: the engine's "
+                                                "dns_timeout)", aliases=("timeout",))
 
     def register(self, *args: str) -> None:
-        """Parse the arguments and read the zones."""
-        self.parse_args(args)
-        if self.opts["action"] not in ACTIONS:
-            raise ValueError(f"{self.plugin_name}: action must be one of {', '.join(ACTIONS)}")
-        self.lookup_timeout = float(self.opts["timeout"]) if "timeout" in self.opts else None
+        """Read the zones."""
         self.zones: list[tuple[str, set[int], str]] = []
         for line in self.config_list("uribl_zones"):
             words = line.split()
             masks: set[int] = set()
-            action = self.opts["action"]
+            action = self.action
             for word in words[1:]:
                 if word in ACTIONS:
                     action = word
@@ -100,11 +100,11 @@ class URIBL(PolicyPlugin):
 
     def text_of(self, transaction: Transaction) -> str:
         """The decoded text parts of the message (bounded by ``max_size``)."""
-        limit = int(self.opts["max_size"])
+        limit = self.max_size
         raw = transaction.header_bytes() + transaction.body_bytes()[:limit]
         message = email.message_from_bytes(raw, policy=policy.compat32)
         texts = [transaction.header_bytes().decode("utf-8", "replace")] \
-            if self.opts["scan-headers"] not in ("0", "no") else []
+            if self.scan_headers else []
         for part in message.walk():
             if part.is_multipart() or part.get_content_maintype() != "text":
                 continue
@@ -121,12 +121,12 @@ class URIBL(PolicyPlugin):
         for host in extract_hosts(self.text_of(transaction)):
             try:
                 ipaddress.ip_address(host)
-                name = host if self.opts["checkip"] not in ("0", "no") else ""
+                name = host if self.checkip else ""
             except ValueError:
                 name = organizational_domain(host) if "." in host else ""
             if name and name not in names and name not in self.whitelist:
                 names.append(name)
-        names = names[: int(self.opts["max_domains"])]
+        names = names[: self.max_domains]
         if not names:
             return DECLINED
         resolver = self.engine.resolver

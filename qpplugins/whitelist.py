@@ -34,11 +34,9 @@ class Whitelist(PolicyPlugin):
     """Set whitelist notes from the whitelist config files."""
 
     name = "whitelist"
-    known_args = ()
 
     def register(self, *args: str) -> None:
         """Read the four lists once (a reload rebuilds the engine)."""
-        self.parse_args(args)
         self.hosts = IPMatcher(self.config_list("whitelisthosts"))
         self.helos = self._entries("whitelisthelo")
         self.senders = self._entries("whitelistsenders")

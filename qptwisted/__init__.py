@@ -30,7 +30,7 @@ from qptwisted.core.codes import (
     HookResult,
     LogLevel,
 )
-from qptwisted.core.config import Config, ConfigError
+from qptwisted.core.config import Config, ConfigError, parse_bool
 from qptwisted.core.engine import Engine
 from qptwisted.core.hooks import HOOKS, HookSpec
 from qptwisted.core.plugin import Plugin
@@ -53,7 +53,8 @@ __all__ = [
     "Code", "HookAnswer", "HookResult", "HOOKS", "HookSpec", "LogLevel",
     "OK", "DENY", "DENYSOFT", "DENY_DISCONNECT", "DENYHARD", "DENYSOFT_DISCONNECT", "DECLINED",
     "DONE", "LOGEMERG", "LOGALERT", "LOGCRIT", "LOGERROR", "LOGWARN", "LOGNOTICE", "LOGINFO",
-    "LOGDEBUG", "Config", "ConfigError", "Connection", "TLSInfo", "Engine", "Headers", "IConnectionControl",
+    "LOGDEBUG", "Config", "ConfigError", "parse_bool", "Connection", "TLSInfo", "Engine", "Headers",
+    "IConnectionControl",
     "IQPPlugin", "IQPPluginFactory", "IPMatcher", "Plugin", "Policy", "PolicyPlugin", "QPSMTPDService",
     "Reply", "SMTPFactory", "Transaction",
 ]

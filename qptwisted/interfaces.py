@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from zope.interface import Attribute, Interface
@@ -30,8 +30,8 @@ class IQPPlugin(Interface):
     args = Attribute("The words of its config/plugins line after the name.")
     source = Attribute("The file it was loaded from.")
 
-    def configure() -> None:
-        """Parse the declared arguments; called once, before :meth:`register`."""
+    def configure(words: Sequence[str] | None = None) -> None:
+        """Parse the declared arguments of ``words`` (default: the line's); once, before :meth:`register`."""
 
     def register(*args: str) -> None:
         """Called once after loading with the arguments of the config/plugins line."""

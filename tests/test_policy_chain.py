@@ -12,9 +12,18 @@ import tempfile
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from qptwisted import DECLINED, DENY, DENY_DISCONNECT, DENYSOFT, DENYSOFT_DISCONNECT, LOGINFO
+from qptwisted import (
+    DECLINED,
+    DENY,
+    DENY_DISCONNECT,
+    DENYSOFT,
+    DENYSOFT_DISCONNECT,
+    LOGINFO,
+    ArgumentError,
+    arg,
+)
 from qptwisted.core.engine import Engine
-from qptwisted.lib.policy import PolicyPlugin, parse_pairs, return_code
+from qptwisted.lib.policy import PolicyPlugin, reject_argument, return_code
 from qptwisted.testing import make_connection, make_engine, make_transaction, write_config
 from tests.core_support import CaptureQueue, Dialogue
 from tests.plugins.policy_support import FakeResolver
@@ -150,7 +159,12 @@ class ChainTests(unittest.TestCase):
 
 class Sample(PolicyPlugin):
     name = "test_policy_sample"
-    known_args = ("extra",)
+    extra = arg.str(None, "a plugin's own argument beside the common ones")
+
+
+class Lenient(Sample):
+    name = "test_policy_lenient"
+    reject = reject_argument("0", extra=("connect",))
 
 
 class PolicyHelperTests(unittest.TestCase):
@@ -160,14 +174,24 @@ class PolicyHelperTests(unittest.TestCase):
         engine.add_plugin(plugin)
         return plugin
 
-    def test_parse_pairs(self) -> None:
-        self.assertEqual(
-            parse_pairs("p", ["Reject", "0", "extra", "x"], ("extra",)), {"reject": "0", "extra": "x"}
-        )
-        self.assertRaises(ValueError, parse_pairs, "p", ["reject"])
-        self.assertRaises(ValueError, parse_pairs, "p", ["bogus", "1"], ())
-        self.assertRaises(ValueError, self.sample, "reject_type", "maybe")
-        self.assertRaises(ValueError, self.sample, "loglevel", "9")
+    def test_common_arguments(self) -> None:
+        plugin = self.sample("Reject", "0", "extra", "x")
+        self.assertEqual((plugin.reject, plugin.extra, plugin.reject_type, plugin.loglevel),
+                         ("0", "x", None, None))
+        self.assertEqual(self.sample().reject, "1")
+        for word, value in (("yes", "1"), ("off", "0"), ("NAUGHTY", "naughty"), ("true", "1")):
+            self.assertEqual(self.sample("reject", word).reject, value, word)
+        self.assertEqual(self.sample("reject_type", "Hard").reject_type, "hard")
+        self.assertEqual(self.sample("loglevel", "LOGINFO").loglevel, "6")
+        for bad in (("reject",), ("bogus", "1"), ("reject_type", "maybe"), ("loglevel", "9"),
+                    ("reject", "connect"), ("reject", "maybe")):
+            self.assertRaises(ArgumentError, self.sample, *bad)
+
+    def test_redeclared_default_and_extra_words(self) -> None:
+        engine = make_engine()
+        lenient = engine.add_plugin(Lenient(engine, ("reject", "connect")))
+        self.assertEqual(lenient.reject, "connect")  # type: ignore[attr-defined]
+        self.assertEqual(engine.add_plugin(Lenient(engine, ())).reject, "0")  # type: ignore[attr-defined]
 
     def test_get_reject_type(self) -> None:
         table = {

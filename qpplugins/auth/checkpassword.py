@@ -28,7 +28,18 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
-from qptwisted import DENY, DENYSOFT, LOGERROR, OK, ConfigError, HookAnswer, Plugin, Transaction
+from qptwisted import (
+    DENY,
+    DENYSOFT,
+    LOGERROR,
+    OK,
+    ArgumentError,
+    ConfigError,
+    HookAnswer,
+    Plugin,
+    Transaction,
+    arg,
+)
 
 
 class _Checker(ProcessProtocol):
@@ -59,19 +70,21 @@ class CheckPassword(Plugin):
 
     name = "auth/checkpassword"
     timeout = 30.0
+    checkpw: str | None = arg.str(None, "the checkpassword program (default: config smtpauth-checkpassword)")
+    true: str | None = arg.str(None, "the program it runs on success (default /bin/true)")
 
     def register(self, *args: str) -> None:
-        """Read the program paths from the arguments or ``smtpauth-checkpassword``."""
-        options = dict(zip(args[::2], args[1::2], strict=False)) if args else {}
-        if args and ("checkpw" not in options or len(args) % 2):
-            raise ConfigError("auth/checkpassword: arguments are 'checkpw PROGRAM [true TRUE]'")
-        if not args:
+        """Take the programs from the arguments or ``smtpauth-checkpassword``."""
+        if self.checkpw is None and self.true is not None:
+            raise ArgumentError(f"plugin {self.plugin_name}: argument checkpw: is required with true "
+                                "(checkpw PROGRAM [true TRUE])")
+        if self.checkpw is None:
             words = (self.config("smtpauth-checkpassword") or "").split()
             if not words:
                 raise ConfigError("auth/checkpassword: no program (arguments or smtpauth-checkpassword)")
-            options = {"checkpw": words[0], "true": words[1] if len(words) > 1 else "/bin/true"}
-        self.program = options["checkpw"]
-        self.true = options.get("true", "/bin/true")
+            self.checkpw, self.true = words[0], words[1] if len(words) > 1 else None
+        self.program = self.checkpw
+        self.true = self.true or "/bin/true"
         self.register_hook("auth_plain", self.check)
         self.register_hook("auth_login", self.check)
 

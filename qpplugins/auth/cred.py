@@ -30,7 +30,7 @@ from twisted.cred.credentials import CramMD5Credentials, IUsernameHashedPassword
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.python.failure import Failure
 
-from qptwisted import DENY, DENYSOFT, LOGERROR, OK, ConfigError, HookAnswer, Plugin, Transaction
+from qptwisted import DENY, DENYSOFT, LOGERROR, OK, ConfigError, HookAnswer, Plugin, Transaction, arg
 from qptwisted.lib.sasl import ISMTPAuthenticatedUser, get_portal
 
 
@@ -38,12 +38,10 @@ class CredAuth(Plugin):
     """SMTP AUTH against an application's twisted.cred portal."""
 
     name = "auth/cred"
+    portal_name: str = arg.str("default", "the name the portal was registered under", positional=True)
 
     def register(self, *args: str) -> None:
         """Find the portal registered under the name given."""
-        if len(args) > 1:
-            raise ConfigError("auth/cred takes one argument, the portal's name")
-        self.portal_name = args[0] if args else "default"
         portal = get_portal(self.portal_name)
         if portal is None:
             raise ConfigError(f"auth/cred: no portal registered as {self.portal_name!r} "

@@ -61,6 +61,7 @@ class FlatFile(Plugin):
     """SMTP AUTH against config/flat_auth_pw."""
 
     name = "auth/flat_file"
+    strict_arguments = True
 
     def register(self, *args: str) -> None:
         """Read the password file and register the hooks it can serve."""

@@ -9,7 +9,8 @@ failure (454). Uses Twisted's IMAP4 client; nothing blocks.
 CRAM-MD5 is not possible (the IMAP server wants the clear password).
 
 Arguments: ``HOST [PORT] [imaps]``; PORT defaults to 143 (993 with
-``imaps``, which verifies the server's certificate for HOST). Without TLS,
+``imaps``, which verifies the server's certificate for HOST); ``port N``
+works too. Without TLS,
 keep the IMAP server on the same host or a trusted network.
 
 config/plugins::
@@ -25,7 +26,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.mail import imap4
 
-from qptwisted import DENY, DENYSOFT, LOGERROR, OK, ConfigError, HookAnswer, Plugin, Transaction
+from qptwisted import DENY, DENYSOFT, LOGERROR, OK, HookAnswer, Plugin, Transaction, arg
 
 
 class _Client(imap4.IMAP4Client):
@@ -51,16 +52,14 @@ class IMAPAuth(Plugin):
 
     name = "auth/imap"
     timeout = 30.0
+    host: str = arg.str(help="the IMAP server", positional=True)
+    port: int = arg.int(0, "its port (0: 143, or 993 with imaps)", positional=True)
+    imaps: bool = arg.flag("TLS from the start, with the server's certificate checked for HOST")
 
     def register(self, *args: str) -> None:
-        """Read HOST [PORT] [imaps]."""
-        words = list(args)
-        self.imaps = "imaps" in words
-        words = [w for w in words if w != "imaps"]
-        if not words or len(words) > 2 or (len(words) == 2 and not words[1].isdigit()):
-            raise ConfigError("auth/imap: arguments are 'HOST [PORT] [imaps]'")
-        self.host = words[0]
-        self.port = int(words[1]) if len(words) == 2 else (993 if self.imaps else 143)
+        """Register the login hooks."""
+        if not self.port:
+            self.port = 993 if self.imaps else 143
         self.register_hook("auth_plain", self.check)
         self.register_hook("auth_login", self.check)
 

@@ -6,9 +6,11 @@ written if anything was refused in it (the ``deny`` hook fired), else the
 ones up to ``accept``, each prefixed with ``prefix``. So a refused message
 leaves its full story in the log and a clean one a short line.
 
-Arguments (``name value`` pairs): ``loglevel N`` (default ``loglevel``),
-``accept N`` (default: same as ``loglevel``), ``reject N`` (default 7),
-``prefix C`` (default a backquote). Output goes to stderr.
+Arguments (``name value`` pairs): ``loglevel N`` (default: the configured
+``loglevel``), ``accept N`` (default: same as ``loglevel``), ``reject N``
+(default 7), ``prefix C`` (default a backquote); levels may also be written
+``LOGINFO`` or ``+1``/``-1`` relative to the configured one. Output goes to
+stderr.
 
 Better than qpsmtpd: the buffer is per connection (qpsmtpd had one per
 process, which the forking servers made work) and bounded (1000 lines).
@@ -24,9 +26,9 @@ import os
 import sys
 from typing import Any, TextIO
 
-from qptwisted import DECLINED, OK, HookAnswer, Plugin, Transaction
+from qptwisted import DECLINED, OK, HookAnswer, Plugin, Transaction, arg
 
-from ._common import ids
+from ._common import ids, level_argument
 
 MAX_LINES = 1000
 
@@ -38,19 +40,16 @@ class Adaptive(Plugin):
     #: where lines go (tests replace it)
     stream: TextIO | None = None
 
+    loglevel: int | None = level_argument()
+    accept: int | None = arg.level(None, "the highest level kept for a clean transaction (default: "
+                                   "loglevel)")
+    reject: int = arg.level(7, "the highest level kept for a transaction with a refusal")
+    prefix: str = arg.str("`", "put before every buffered line")
+
     def register(self, *args: str) -> None:
-        """Parse the pairs."""
-        words = list(args)
-        if len(words) % 2:
-            raise ValueError(f"logging/adaptive: arguments must be 'name value' pairs, got {words}")
-        options = {key.lower(): value for key, value in zip(words[::2], words[1::2], strict=True)}
-        unknown = set(options) - {"loglevel", "accept", "reject", "prefix"}
-        if unknown:
-            raise ValueError(f"logging/adaptive: unknown arguments {sorted(unknown)}")
-        self.level = int(options.get("loglevel", self.engine.loglevel))
-        self.accept = int(options.get("accept", self.level))
-        self.reject = int(options.get("reject", 7))
-        self.prefix = options.get("prefix", "`")
+        """Set up the buffers."""
+        self.level = self.engine.loglevel if self.loglevel is None else self.loglevel
+        self.accepted = self.level if self.accept is None else self.accept
         self.buffers: dict[int, list[tuple[int, str]]] = {}
         self.rejected: set[int] = set()
 
@@ -64,7 +63,7 @@ class Adaptive(Plugin):
             self._write(line)
             return OK
         connection_id = ids(transaction)[0]
-        if connection_id is not None and level <= max(self.accept, self.reject):
+        if connection_id is not None and level <= max(self.accepted, self.reject):
             buffer = self.buffers.setdefault(connection_id, [])
             if len(buffer) < MAX_LINES:
                 buffer.append((level, line))
@@ -77,7 +76,7 @@ class Adaptive(Plugin):
 
     def flush(self, connection_id: int) -> None:
         """Write the buffered lines of a connection as its outcome says."""
-        limit = self.reject if connection_id in self.rejected else self.accept
+        limit = self.reject if connection_id in self.rejected else self.accepted
         self.rejected.discard(connection_id)
         for level, line in self.buffers.pop(connection_id, ()):
             if level <= limit:

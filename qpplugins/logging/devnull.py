@@ -17,6 +17,7 @@ class DevNull(Plugin):
     """Discard log lines."""
 
     name = "logging/devnull"
+    strict_arguments = True
 
     def hook_logging(self, transaction: object, level: int, hook: str | None, plugin: str | None,
                      message: str) -> HookAnswer:

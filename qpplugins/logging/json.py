@@ -12,7 +12,8 @@ ready for jq, Loki, Elasticsearch and friends. Haraka users asked for this
 
 Arguments: ``[loglevel N] [PATH]``; ``PATH`` may contain strftime patterns
 (a new file when the name changes) and is relative to the config
-directory's parent; without it, lines go to stderr.
+directory's parent; without it, lines go to stderr. ``N`` defaults to the
+configured ``loglevel``.
 
 config/logging::
 
@@ -25,11 +26,12 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
-from qptwisted import OK, HookAnswer, Plugin
+from qptwisted import OK, HookAnswer, Plugin, arg
 
-from ._common import LEVEL_NAMES, ids
+from ._common import LEVEL_NAMES, LogFile, ids, level_argument
 
 
 class JsonLog(Plugin):
@@ -39,34 +41,21 @@ class JsonLog(Plugin):
     #: where lines go without a path (tests replace it)
     stream: TextIO | None = None
 
-    def register(self, *args: str) -> None:
-        """Parse ``[loglevel N] [PATH]``."""
-        words = list(args)
-        self.level = self.engine.loglevel
-        if words[:1] == ["loglevel"]:
-            if len(words) < 2:
-                raise ValueError("logging/json: loglevel needs a number")
-            self.level = int(words[1])
-            words = words[2:]
-        if len(words) > 1:
-            raise ValueError(f"logging/json: expected '[loglevel N] [PATH]', got {list(args)}")
-        self.pattern = words[0] if words else None
-        self._name = ""
-        self._handle: TextIO | None = None
+    loglevel: int | None = level_argument()
+    path: str | None = arg.str(None, "the log file, strftime patterns allowed (relative: in the config "
+                               "directory's parent; default: stderr)", positional=True)
 
-    def _output(self) -> TextIO:
-        if self.pattern is None:
-            return self.stream or sys.stderr
-        name = time.strftime(self.pattern)
-        if not os.path.isabs(name):
-            name = os.path.join(os.path.dirname(os.path.abspath(self.engine.config.directory)), name)
-        if self._handle is None or name != self._name:
-            if self._handle is not None:
-                self._handle.close()
-            os.makedirs(os.path.dirname(name), exist_ok=True)
-            self._handle = open(name, "a", encoding="utf-8", buffering=1)
-            self._name = name
-        return self._handle
+    def register(self, *args: str) -> None:
+        """Nothing is opened before the first line."""
+        self.level = self.engine.loglevel if self.loglevel is None else self.loglevel
+        self.file = None if self.path is None else \
+            LogFile(self.path, lambda name: Path(os.path.normpath(self.engine.config.resolve(
+                os.path.join(os.pardir, name)))))
+
+    def close(self) -> None:
+        """Close the open file."""
+        if self.file is not None:
+            self.file.close()
 
     def event(self, transaction: object, level: int, hook: str | None, plugin: str | None,
               message: str) -> dict[str, Any]:
@@ -89,5 +78,8 @@ class JsonLog(Plugin):
                      message: str) -> HookAnswer:
         if level <= self.level:
             line = json.dumps(self.event(transaction, level, hook, plugin, message), ensure_ascii=False)
-            self._output().write(line + "\n")
+            if self.file is None:
+                (self.stream or sys.stderr).write(line + "\n")
+            else:
+                self.file.write(line + "\n")
         return OK

@@ -25,9 +25,9 @@ from __future__ import annotations
 import syslog
 from collections.abc import Callable
 
-from qptwisted import OK, HookAnswer, Plugin
+from qptwisted import OK, ArgumentError, HookAnswer, Plugin, arg
 
-from ._common import LEVEL_NAMES
+from ._common import LEVEL_NAMES, level_argument
 
 _PRIORITIES = {
     "emerg": syslog.LOG_EMERG, "alert": syslog.LOG_ALERT, "crit": syslog.LOG_CRIT,
@@ -42,14 +42,14 @@ def _priority(word: str) -> int:
     if word.isdigit():
         return int(word)
     if word not in _PRIORITIES:
-        raise ValueError(f"logging/syslog: unknown priority {word!r}")
+        raise ValueError(f"argument priority: unknown priority {word!r}")
     return _PRIORITIES[word]
 
 
 def _facility(word: str) -> int:
     value = getattr(syslog, "LOG_" + word.upper().removeprefix("LOG_"), None)
     if not isinstance(value, int):
-        raise ValueError(f"logging/syslog: unknown facility {word!r}")
+        raise ValueError(f"argument facility: unknown facility {word!r}")
     return value
 
 
@@ -60,24 +60,31 @@ class Syslog(Plugin):
     #: the function that sends one line (tests replace it)
     send: Callable[[int, str], None] = staticmethod(syslog.syslog)  # type: ignore[assignment]
 
+    loglevel: int | None = level_argument()
+    priority: str | None = arg.str(None, "send every line with this priority (info, LOG_WARNING ...) "
+                                   "instead of its own level")
+    facility: str = arg.str("mail", "mail, local0 ... local7, daemon ...")
+    ident: str = arg.str("qpsmtpd", "the syslog ident")
+    logsock: str | None = arg.str(None, "accepted for qpsmtpd; the local socket is always used")
+
     def register(self, *args: str) -> None:
-        """Parse the pairs and open the log."""
-        words = list(args)
-        if len(words) % 2:
-            raise ValueError(f"logging/syslog: arguments must be 'name value' pairs, got {words}")
-        options = {key.lower(): value for key, value in zip(words[::2], words[1::2], strict=True)}
-        unknown = set(options) - {"loglevel", "priority", "ident", "facility", "logsock"}
-        if unknown:
-            raise ValueError(f"logging/syslog: unknown arguments {sorted(unknown)}")
-        self.level = int(options.get("loglevel", self.engine.loglevel))
-        self.priority = _priority(options["priority"]) if "priority" in options else None
-        self.facility = _facility(options.get("facility", "mail"))
-        syslog.openlog(options.get("ident", "qpsmtpd"), syslog.LOG_PID, self.facility)
+        """Open the log.
+
+        There is no ``close()``: the system log is one per process, and the
+        engine that replaces this one at a reload has opened it already.
+        """
+        self.level = self.engine.loglevel if self.loglevel is None else self.loglevel
+        try:
+            self.send_priority = None if self.priority is None else _priority(self.priority)
+            self.send_facility = _facility(self.facility)
+        except ValueError as err:
+            raise ArgumentError(f"plugin {self.plugin_name}: {err}") from None
+        syslog.openlog(self.ident, syslog.LOG_PID, self.send_facility)
 
     def hook_logging(self, transaction: object, level: int, hook: str | None, plugin: str | None,
                      message: str) -> HookAnswer:
         if level <= self.level:
-            priority = self.priority if self.priority is not None else min(max(level, 0), 7)
+            priority = self.send_priority if self.send_priority is not None else min(max(level, 0), 7)
             name = f"{plugin}: " if plugin else ""
-            self.send(priority | self.facility, f"{LEVEL_NAMES[min(max(level, 0), 7)]} {name}{message}")
+            self.send(priority | self.send_facility, f"{LEVEL_NAMES[min(max(level, 0), 7)]} {name}{message}")
         return OK

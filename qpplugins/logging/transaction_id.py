@@ -12,11 +12,10 @@ config/logging::
 
 from __future__ import annotations
 
-from ._common import ids
-from .connection_id import ConnectionId
+from ._common import TaggedLogger, ids
 
 
-class TransactionId(ConnectionId):
+class TransactionId(TaggedLogger):
     """stderr logger tagged with connection and transaction ids."""
 
     name = "logging/transaction_id"

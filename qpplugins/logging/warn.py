@@ -1,6 +1,8 @@
 """logging/warn: log to standard error, as qpsmtpd does by default.
 
-Argument: the highest level written (default ``loglevel`` from config, else 4).
+Argument: the highest level written (default ``loglevel`` from config, else
+4), also written ``loglevel N``; ``LOGINFO`` and ``+1``/``-1`` relative to
+the configured level work too.
 
 config/logging::
 
@@ -14,15 +16,19 @@ import sys
 
 from qptwisted import OK, HookAnswer, Plugin
 
+from ._common import level_argument
+
 
 class Warn(Plugin):
     """Write log lines to stderr."""
 
     name = "logging/warn"
+    loglevel: int | None = level_argument(positional=True)
 
-    def register(self, *args: str) -> None:
-        """The optional argument is the level."""
-        self.level = int(args[0]) if args else self.engine.loglevel
+    @property
+    def level(self) -> int:
+        """The highest level written."""
+        return self.engine.loglevel if self.loglevel is None else self.loglevel
 
     def hook_logging(self, transaction: object, level: int, hook: str | None, plugin: str | None,
                      message: str) -> HookAnswer:

@@ -17,7 +17,7 @@ from twisted.internet import error, protocol
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
-from qptwisted import DENY, DENYSOFT, LOGERROR, LOGINFO, OK, Plugin, Transaction
+from qptwisted import DENY, DENYSOFT, LOGERROR, LOGINFO, OK, Plugin, Transaction, arg
 
 #: how much of the program's output is kept for the log
 OUTPUT_LIMIT = 4096
@@ -61,8 +61,8 @@ class ProgramQueue(Plugin):
     """Base of the queue plugins that run a program per message.
 
     Subclasses set :attr:`default_path`, implement :meth:`arguments`,
-    :meth:`inputs` and :meth:`answer`; ``register`` takes ``[PATH]
-    [timeout=S]`` and any option listed in :attr:`options`.
+    :meth:`inputs` and :meth:`answer`, and declare the arguments they take
+    besides ``[PATH] [timeout=S]``.
     """
 
     #: the program when no ``PATH`` argument is given (see :meth:`default_program`)
@@ -73,21 +73,16 @@ class ProgramQueue(Plugin):
     permanent: frozenset[int] = frozenset()
     #: who refused, in the 552 text
     refuser = "the queue"
-    #: extra ``name=value`` options a subclass accepts, with their defaults
-    options: dict[str, str] = {}
     #: the reactor used to spawn (tests may replace it); timers use the engine clock
     reactor: Any = None
 
+    path: str | None = arg.str(None, "the program (default: the plugin's usual one)", positional=True)
+    process_timeout: float = arg.duration(600, "kill a program that has not finished after this long",
+                                          aliases=("timeout",))
+
     def register(self, *args: str) -> None:
-        """``[PATH] [timeout=S] [option=value ...]``."""
-        paths = [arg for arg in args if "=" not in arg]
-        given = dict(arg.split("=", 1) for arg in args if "=" in arg)
-        self.path = paths[0] if paths else self.default_program()
-        self.process_timeout = float(given.pop("timeout", 600))
-        unknown = set(given) - set(self.options)
-        if unknown or len(paths) > 1:
-            raise ValueError(f"unknown argument(s) {', '.join(sorted(unknown) or paths[1:])}")
-        self.settings = {**self.options, **given}
+        """Find the program."""
+        self.program = self.path or self.default_program()
 
     def default_program(self) -> str:
         """The program to run when the configuration names none."""
@@ -113,11 +108,11 @@ class ProgramQueue(Plugin):
         """0 is 250; a permanent failure is 552; anything else (a kill, the timeout) is 452."""
         said = f": {result.output}" if result.output else ""
         if result.code == 0:
-            self.log(LOGINFO, f"{self.path} queued the message{said}")
+            self.log(LOGINFO, f"{self.program} queued the message{said}")
             return OK, f"Queued! {transaction.message_id or ''}".rstrip()
         reason = self.meaning(result)
         how = "was killed" if result.code is None else f"exited with {result.code}"
-        self.log(LOGERROR, f"{self.path} {how} ({reason}){said}")
+        self.log(LOGERROR, f"{self.program} {how} ({reason}){said}")
         if self.is_permanent(result):
             return DENY, f"Message refused by {self.refuser}: {reason} (#5.3.0)"
         return DENYSOFT, f"Queue error: {reason}, try again later (#4.3.0)"
@@ -143,10 +138,11 @@ class ProgramQueue(Plugin):
             child_fds.setdefault(fd, "r")
         process = _ProgramProcess(inputs)
         try:
-            transport = reactor.spawnProcess(process, self.path, [self.path, *self.arguments(transaction)],
+            argv = [self.program, *self.arguments(transaction)]
+            transport = reactor.spawnProcess(process, self.program, argv,
                                              env=dict(os.environ), childFDs=child_fds)
         except OSError as err:
-            self.log(LOGERROR, f"cannot start {self.path}: {err}")
+            self.log(LOGERROR, f"cannot start {self.program}: {err}")
             return None
         timer = self.clock.callLater(self.process_timeout, _kill, transport)
         try:

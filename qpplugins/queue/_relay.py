@@ -1,7 +1,7 @@
 """Shared machinery of the queue plugins that speak SMTP or LMTP downstream.
 
-Not a plugin itself: :class:`RelayQueue` parses the common options, keeps a
-pool of reusable connections, runs one mail transaction per message and
+Not a plugin itself: :class:`RelayQueue` declares the common arguments, keeps a
+pool of reusable connections (closed with the plugin), runs one mail transaction per message and
 turns the downstream's per-recipient replies into one answer for the client.
 
 The per-recipient rule (both plugins): the client gets 250 only if *every*
@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from pathlib import Path
 from typing import Any, ClassVar
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
@@ -31,7 +32,7 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.interfaces import IStreamClientEndpoint
 
-from qptwisted import DENY, DENYSOFT, LOGERROR, LOGINFO, LOGWARN, OK, Plugin, Transaction
+from qptwisted import DENY, DENYSOFT, LOGERROR, LOGINFO, LOGWARN, OK, Plugin, Transaction, arg
 from qptwisted.lib.smtpclient import (
     NO_REPLY,
     ClientPool,
@@ -43,7 +44,6 @@ from qptwisted.lib.smtpclient import (
 )
 
 _QUEUED_AS = re.compile(r"queued as ([A-Za-z0-9]+)", re.IGNORECASE)
-_TRUE = {"1", "yes", "true", "on"}
 
 
 def parse_target(target: str, default_port: int) -> tuple[str, int | None]:
@@ -59,20 +59,6 @@ def parse_target(target: str, default_port: int) -> tuple[str, int | None]:
     return target, default_port
 
 
-def parse_options(args: tuple[str, ...], flags: set[str]) -> dict[str, str]:
-    """``key=value`` arguments; a bare word in ``flags`` means ``word=yes``."""
-    options: dict[str, str] = {}
-    for arg in args:
-        key, eq, value = arg.partition("=")
-        key = key.lower().replace("-", "_")
-        if not eq:
-            if key not in flags:
-                raise ValueError(f"unknown option {arg!r}")
-            value = "yes"
-        options[key] = value
-    return options
-
-
 class RelayQueue(Plugin):
     """Base of ``queue/smtp-forward`` and ``queue/lmtp``; see the module docstring."""
 
@@ -80,38 +66,41 @@ class RelayQueue(Plugin):
     default_port: ClassVar[int] = 25
     #: the hook may take as long as the slowest step allows (our own timeouts answer first)
     timeout: ClassVar[float | None] = 700.0
-    flags: ClassVar[set[str]] = {"xclient", "xforward"}
-    known: ClassVar[set[str]] = {"port", "starttls", "verify", "cafile", "tls_name", "xclient", "xforward",
-                                 "reuse", "idle", "timeout", "data_timeout", "connect_timeout", "helo"}
 
     #: the reactor used to connect (tests may replace it); timers use the engine clock
     reactor: Any = None
 
+    target: str = arg.str(help="the downstream: HOST, HOST:PORT, [IPv6]:PORT or /path/to/socket",
+                          positional=True)
+    downstream_port: int | None = arg.int(None, "its port when TARGET names none (qpsmtpd's HOST PORT)",
+                                          positional=True, aliases=("port",))
+    starttls: str = arg.choice(("no", "try", "require"), "try", "use STARTTLS when offered (try), "
+                               "insist on it (require), or never (no)")
+    verify: bool = arg.bool(False, "check the downstream's certificate")
+    cafile: Path | None = arg.path(None, "the CA certificates to check it against (default: the system's)")
+    tls_name: str | None = arg.str(None, "the name its certificate must carry (default: HOST)")
+    xclient: bool = arg.flag("send Postfix XCLIENT with the real client (a connection per message)")
+    xforward: bool = arg.flag("send Postfix XFORWARD with the real client")
+    reuse: int = arg.int(2, "idle connections kept for the next messages (0: none)")
+    idle: float = arg.duration(10, "how long an idle connection is kept")
+    connect_timeout: float = arg.duration(30, "seconds to connect")
+    command_timeout: float = arg.duration(300, "seconds for each reply", aliases=("timeout",))
+    data_timeout: float = arg.duration(600, "seconds for the reply after the message")
+    helo: str | None = arg.str(None, "the name in EHLO/LHLO (default: config me)")
+
     def register(self, *args: str) -> None:
-        """``TARGET [PORT] [key=value ...]``; see the plugin's docstring."""
-        if not args:
-            raise ValueError(f"{self.name} needs a downstream: {self.name} HOST[:PORT] [options]")
-        target, rest = args[0], list(args[1:])
-        if rest and rest[0].isdigit():
-            target = f"{target}:{rest.pop(0)}" if not target.startswith("[") else f"{target}:{rest.pop(0)}"
-        options = parse_options(tuple(rest), self.flags)
-        unknown = set(options) - self.known
-        if unknown:
-            raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))}")
-        self.host, self.port = parse_target(target, int(options.get("port", self.default_port)))
-        self.starttls = options.get("starttls", "no" if self.lmtp else "try").lower()
-        if self.starttls not in ("no", "try", "require"):
-            raise ValueError("starttls must be no, try or require")
-        self.verify = options.get("verify", "no").lower() in _TRUE
-        self.cafile = options.get("cafile")
-        self.tls_name = options.get("tls_name") or self.host
-        self.use_xclient = options.get("xclient", "no").lower() in _TRUE
-        self.use_xforward = options.get("xforward", "no").lower() in _TRUE
-        self.helo_name = options.get("helo") or self.engine.settings.me
-        self.timeouts = Timeouts(connect=float(options.get("connect_timeout", 30)),
-                                 command=float(options.get("timeout", 300)),
-                                 data=float(options.get("data_timeout", 600)))
-        self.pool = ClientPool(self.clock, int(options.get("reuse", 2)), float(options.get("idle", 10)))
+        """Work out the downstream and set up the connection pool."""
+        self.host, self.port = parse_target(self.target, self.downstream_port or self.default_port)
+        self.server_name = self.tls_name or self.host
+        self.use_xclient, self.use_xforward = self.xclient, self.xforward
+        self.helo_name = self.helo or self.engine.settings.me
+        self.timeouts = Timeouts(connect=self.connect_timeout, command=self.command_timeout,
+                                 data=self.data_timeout)
+        self.pool = ClientPool(self.clock, self.reuse, self.idle)
+
+    def close(self) -> Deferred[Any]:
+        """Close the idle connections of the pool."""
+        return DeferredList(self.pool.close())
 
     # -- connecting ------------------------------------------------------------
     def endpoint(self) -> IStreamClientEndpoint:
@@ -140,7 +129,7 @@ class RelayQueue(Plugin):
                 trust: Any = ssl.Certificate.loadPEM(handle.read())
         else:
             trust = ssl.platformTrust()
-        return ssl.optionsForClientTLS(self.tls_name, trustRoot=trust)
+        return ssl.optionsForClientTLS(self.server_name, trustRoot=trust)
 
     async def connect(self, transaction: Transaction) -> SMTPClient:
         """A fresh connection: greeting, EHLO, STARTTLS, XCLIENT as configured."""

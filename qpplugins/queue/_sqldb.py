@@ -1,7 +1,7 @@
 """Database access for the SQL-backed queue plugins: SQLite or PostgreSQL through adbapi.
 
-Not a plugin. ``open_pool(dsn, base)`` understands ``sqlite:PATH`` (relative
-paths are taken from the config directory ``base``) and
+Not a plugin. :class:`Database` understands ``sqlite:PATH`` (relative paths
+are taken in the config directory, through the ``resolve`` it is given) and
 ``postgresql://user@host:port/dbname`` (needs ``psycopg``). Queries are
 written with ``?`` placeholders and translated for the driver. Every call
 runs on adbapi's thread pool, never on the reactor thread.
@@ -10,6 +10,8 @@ runs on adbapi's thread pool, never on the reactor thread.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from twisted.enterprise import adbapi
@@ -18,13 +20,12 @@ from twisted.enterprise import adbapi
 class Database:
     """A connection pool plus what differs between SQLite and PostgreSQL."""
 
-    def __init__(self, dsn: str, base: str) -> None:
+    def __init__(self, dsn: str, resolve: Callable[[str], Path]) -> None:
         self.dsn = dsn
         if dsn.startswith("sqlite:"):
             path = dsn[len("sqlite:"):]
-            if path != ":memory:" and not os.path.isabs(path):
-                path = os.path.join(base, path)
             if path != ":memory:":
+                path = str(resolve(path))
                 os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             self.kind = "sqlite"
             self.pool = adbapi.ConnectionPool("sqlite3", path, check_same_thread=False, cp_min=1, cp_max=1,

@@ -1,5 +1,7 @@
 """queue/discard: accept every message and throw it away (tests, benchmarks).
 
+No arguments.
+
 config/plugins::
 
     queue/discard
@@ -14,6 +16,7 @@ class Discard(Plugin):
     """Answer 250 and keep nothing."""
 
     name = "queue/discard"
+    strict_arguments = True
 
     def hook_queue(self, transaction: Transaction) -> HookAnswer:
         return OK, "Queued (discarded)"

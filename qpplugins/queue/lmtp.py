@@ -27,6 +27,7 @@ config/plugins::
 from __future__ import annotations
 
 from qpplugins.queue._relay import RelayQueue
+from qptwisted import arg
 
 
 class LMTPQueue(RelayQueue):
@@ -35,3 +36,5 @@ class LMTPQueue(RelayQueue):
     name = "queue/lmtp"
     lmtp = True
     default_port = 24
+    starttls: str = arg.choice(("no", "try", "require"), "no", "use STARTTLS when offered (try), insist "
+                               "on it (require), or never (no; LMTP is usually local)")

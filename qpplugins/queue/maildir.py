@@ -1,9 +1,11 @@
 """queue/maildir: deliver accepted mail into Maildirs, durably.
 
 Arguments: ``DIR [PATTERN] [MODE]``. ``DIR`` is the Maildir (or the base of
-several); ``PATTERN`` names a sub-directory per recipient with ``%d``
-(domain), ``%l`` (local part) and ``%u`` (the whole address), all
-lower-cased; ``MODE`` is the octal file mode (default 0600).
+several; a relative ``DIR`` is taken in the directory the server was started
+in, like ``spool/maildir`` of the sample configuration); ``PATTERN`` names a
+sub-directory per recipient with ``%d`` (domain), ``%l`` (local part) and
+``%u`` (the whole address), all lower-cased; ``MODE`` is the octal file mode (default 0600; ``DIR MODE``
+without a pattern works too, as does ``mode=0640``).
 
 Each message gets ``Return-Path`` and one ``Delivered-To`` per recipient. It
 is written to ``tmp/``, fsynced, moved to ``new/`` and the directory fsynced,
@@ -19,10 +21,12 @@ config/plugins::
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from pathlib import Path
 
 from twisted.internet.defer import Deferred
 
-from qptwisted import Address, Plugin, Transaction
+from qptwisted import Address, Plugin, Transaction, arg
 from qptwisted.lib.maildir import deliver_to_maildirs
 
 
@@ -30,25 +34,27 @@ class Maildir(Plugin):
     """Queue into one or more Maildirs."""
 
     name = "queue/maildir"
+    directory: Path = arg.path(help="the Maildir (or the base of several)", positional=True, workdir=True)
+    pattern: str = arg.str("", "sub-directory per recipient: %d domain, %l local part, %u address",
+                           positional=True)
+    mode: int = arg.octal(0o600, "file mode of delivered messages", positional=True)
 
-    def register(self, *args: str) -> None:
-        """``DIR [PATTERN] [MODE]``."""
-        if not args:
-            raise ValueError("queue/maildir needs a directory: queue/maildir DIR [PATTERN] [MODE]")
-        self.base = args[0]
-        self.pattern = args[1] if len(args) > 1 and not args[1].isdigit() else ""
-        mode = [arg for arg in args[1:] if arg.isdigit()]
-        self.mode = int(mode[0], 8) if mode else 0o600
+    def configure(self, words: Sequence[str] | None = None) -> None:
+        """Read ``DIR MODE`` (a number where the pattern would be) as qpsmtpd did."""
+        words = list(self.args if words is None else words)
+        if len(words) > 1 and words[1].isdigit():
+            words[1] = f"mode={words[1]}"
+        super().configure(words)
 
     def directory_for(self, rcpt: Address) -> str:
         """The Maildir of one recipient."""
         if not self.pattern:
-            return self.base
+            return str(self.directory)
         local, domain = rcpt.user.lower(), rcpt.host.lower()
         sub = self.pattern.replace("%l", local).replace("%d", domain).replace("%u", rcpt.canonical.lower())
         if ".." in sub.split("/") or sub.startswith("/"):
             raise ValueError(f"unsafe maildir path for {rcpt}")
-        return os.path.join(self.base, sub)
+        return os.path.join(self.directory, sub)
 
     def hook_queue(self, transaction: Transaction) -> Deferred[object]:
         return deliver_to_maildirs(self, transaction, self.directory_for, self.mode)

@@ -1,7 +1,8 @@
 """queue/maildir-domain: one Maildir per user, per domain, users checked in SQL.
 
 Arguments: ``BASE [DSN] [mode=OCTAL]``. Mail for ``user@domain`` goes to
-``BASE/<domain>/<user>/{tmp,new,cur}`` (both lower-cased). ``DSN`` is
+``BASE/<domain>/<user>/{tmp,new,cur}`` (both lower-cased; a relative
+``BASE`` is taken in the directory the server was started in). ``DSN`` is
 ``sqlite:PATH`` (default ``sqlite:users.sqlite`` in the config directory)
 or ``postgresql://...``; the tables (created if missing, as in the seed
 talk's schema)::
@@ -26,12 +27,13 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
 
 from qpplugins.queue._sqldb import Database
-from qptwisted import DECLINED, DENY, DENYSOFT, LOGERROR, OK, Address, Plugin, Transaction
+from qptwisted import DECLINED, DENY, DENYSOFT, LOGERROR, OK, Address, ArgumentError, Plugin, Transaction, arg
 from qptwisted.lib.maildir import deliver_to_maildirs
 
 SCHEMA = [
@@ -55,18 +57,17 @@ class MaildirDomain(Plugin):
     """Per-domain, per-user Maildirs with a SQL user table."""
 
     name = "queue/maildir-domain"
+    base: Path = arg.path(help="the directory of the domains' Maildirs", positional=True, workdir=True)
+    dsn: str = arg.str("sqlite:users.sqlite", "the user database: sqlite:PATH (relative: in the config "
+                       "directory) or postgresql://...", positional=True)
+    mode: int = arg.octal(0o600, "the file mode of delivered messages")
 
     def register(self, *args: str) -> None:
-        """``BASE [DSN] [mode=OCTAL]``."""
-        if not args:
-            raise ValueError("queue/maildir-domain needs a base directory")
-        self.base = args[0]
-        dsns = [arg for arg in args[1:] if arg.startswith(("sqlite:", "postgres"))]
-        options = dict(arg.split("=", 1) for arg in args[1:] if arg not in dsns)
-        self.mode = int(options.pop("mode", "600"), 8)
-        if options:
-            raise ValueError(f"unknown option(s) {', '.join(options)}")
-        self.db = Database(dsns[0] if dsns else "sqlite:users.sqlite", str(self.engine.config.directory))
+        """Open the database pool."""
+        try:
+            self.db = Database(self.dsn, self.engine.config.resolve)
+        except ValueError as err:
+            raise ArgumentError(f"plugin {self.plugin_name}: argument dsn: {err}") from None
         self._schema_ready = False
 
     def close(self) -> None:

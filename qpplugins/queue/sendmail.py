@@ -23,7 +23,7 @@ config/plugins::
 
 from __future__ import annotations
 
-from qptwisted import Transaction
+from qptwisted import Transaction, arg
 
 from ._program import ProgramQueue
 
@@ -42,7 +42,8 @@ class Sendmail(ProgramQueue):
 
     name = "queue/sendmail"
     default_path = "/usr/sbin/sendmail"
-    options = {"config": ""}
+    config_dir: str = arg.str("", "passed as -C DIR (a Postfix instance other than the default)",
+                              aliases=("config",))
     exit_codes = EXIT_CODES
     permanent = frozenset({65, 67, 68})
     refuser = "the local MTA"
@@ -50,6 +51,6 @@ class Sendmail(ProgramQueue):
     def arguments(self, transaction: Transaction) -> list[str]:
         """``[-C DIR] -i -f SENDER -- RCPT ...``; the null sender is ``<>``."""
         assert transaction.sender is not None
-        config = ["-C", self.settings["config"]] if self.settings["config"] else []
+        config = ["-C", self.config_dir] if self.config_dir else []
         return [*config, "-i", "-f", transaction.sender.address or "<>", "--",
                 *(rcpt.address for rcpt in transaction.recipients)]

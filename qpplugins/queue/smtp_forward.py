@@ -6,14 +6,16 @@ written ``[::1]:2525``; the qpsmtpd form ``HOST PORT`` works too). Options:
 * ``starttls=try|require|no`` (default ``try``): use STARTTLS when offered;
   ``require`` refuses to send in clear (452 if the downstream lacks it).
 * ``verify=yes`` checks the downstream's certificate against ``cafile=PATH``
-  (or the system's trust store) and ``tls_name=NAME`` (default ``HOST``).
+  (relative: in the config directory; default: the system's trust store) and
+  ``tls_name=NAME`` (default ``HOST``).
 * ``xclient`` sends Postfix XCLIENT so the downstream sees the real client
   (then every message gets its own connection); ``xforward`` sends XFORWARD.
 * ``reuse=N`` keeps up to N idle connections for the next messages
   (default 2, 0 disables) for ``idle=S`` seconds (default 10).
 * ``connect_timeout=S`` (30), ``timeout=S`` per command (300),
   ``data_timeout=S`` for the reply after the message (600), ``helo=NAME``
-  (default ``config/me``). All timers run on the engine clock.
+  (default ``config/me``). All timers run on the engine clock. Options may
+  also be written ``name value``; times accept ``90s``, ``5m``.
 
 MAIL and every RCPT are pipelined when the downstream offers PIPELINING.
 The client gets ``250 Queued! <downstream reply>`` only after the downstream

@@ -34,7 +34,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from qpplugins.queue._sqldb import Database
-from qptwisted import DENYSOFT, LOGERROR, OK, Plugin, Transaction
+from qptwisted import DENYSOFT, LOGERROR, OK, ArgumentError, Plugin, Transaction, arg
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -55,19 +55,19 @@ class SQLQueue(Plugin):
     """Queue into an SQL table."""
 
     name = "queue/sql"
+    dsn: str = arg.str("sqlite:queue.sqlite", "sqlite:PATH (relative: in the config directory) or "
+                       "postgresql://user@host:port/dbname", positional=True)
+    table: str = arg.str("messages", "the table the messages go into")
+    insert_timeout: float = arg.duration(60, "how long an insert may take", aliases=("timeout",))
 
     def register(self, *args: str) -> None:
-        """``[DSN] [table=NAME] [timeout=S]``."""
-        dsns = [arg for arg in args if "=" not in arg or arg.startswith(("sqlite:", "postgres"))]
-        options = dict(arg.split("=", 1) for arg in args if arg not in dsns)
-        self.table = options.pop("table", "messages")
-        self.insert_timeout = float(options.pop("timeout", 60))
-        if options:
-            raise ValueError(f"unknown option(s) {', '.join(options)}")
+        """Check the table name and open the database pool."""
         if not _NAME.match(self.table):
-            raise ValueError(f"bad table name {self.table!r}")
-        self.dsn = dsns[0] if dsns else "sqlite:queue.sqlite"
-        self.db = Database(self.dsn, str(self.engine.config.directory))
+            raise ArgumentError(f"plugin {self.plugin_name}: argument table: bad table name {self.table!r}")
+        try:
+            self.db = Database(self.dsn, self.engine.config.resolve)
+        except ValueError as err:
+            raise ArgumentError(f"plugin {self.plugin_name}: argument dsn: {err}") from None
         self._schema_ready = False
 
     def close(self) -> None:

@@ -36,7 +36,7 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
 
-from qptwisted import DENY, DENYSOFT, LOGERROR, LOGINFO, OK, Plugin, Transaction
+from qptwisted import DENY, DENYSOFT, LOGERROR, LOGINFO, OK, Plugin, Transaction, arg
 
 
 def message_document(transaction: Transaction) -> dict[str, Any]:
@@ -85,17 +85,15 @@ class Webhook(Plugin):
     #: the reactor treq uses (tests may replace it); the timeout runs on the engine clock
     reactor: Any = None
 
+    url: str = arg.str(help="where each message is POSTed", positional=True)
+    secret: str | None = arg.str(None, "the HMAC key of the signature header (default: config "
+                                 "webhook_secret)")
+    request_timeout: float = arg.duration(30, "how long a POST may take", aliases=("timeout",))
+
     def register(self, *args: str) -> None:
-        """``URL [secret=KEY] [timeout=S]``."""
-        if not args:
-            raise ValueError("queue/webhook needs a URL")
-        self.url = args[0]
-        options = dict(arg.split("=", 1) for arg in args[1:])
-        secret = options.pop("secret", None) or self.config("webhook_secret")
-        self.secret = secret.encode() if secret else None
-        self.request_timeout = float(options.pop("timeout", 30))
-        if options:
-            raise ValueError(f"unknown option(s) {', '.join(options)}")
+        """Take the secret from the config file when the line has none."""
+        secret = self.secret or self.config("webhook_secret")
+        self.key = secret.encode() if secret else None
 
     def hook_queue(self, transaction: Transaction) -> Deferred[Any]:
         return Deferred.fromCoroutine(self.deliver(transaction))
@@ -110,8 +108,8 @@ class Webhook(Plugin):
             from twisted.internet import reactor
         body = json.dumps(message_document(transaction)).encode()
         headers: dict[bytes | str, list[bytes | str]] = {b"Content-Type": [b"application/json"]}
-        if self.secret:
-            headers[b"X-Qptwisted-Signature"] = [signature(self.secret, body).encode()]
+        if self.key:
+            headers[b"X-Qptwisted-Signature"] = [signature(self.key, body).encode()]
         pool = HTTPConnectionPool(reactor, persistent=False)
         request = treq.post(self.url, data=body, headers=headers, pool=pool, reactor=reactor)
         request.addTimeout(self.request_timeout, self.clock)

@@ -12,10 +12,19 @@ A plugin declares what its ``config/plugins`` line may say::
 
 After loading, ``self.black_timeout`` is ``600.0``. Words on the line are
 read left to right: ``name value`` or ``name=value`` for a declared name
-(``-`` and ``_`` are the same), a declared flag alone, anything else fills
-the next positional argument. A wrong value, an unknown name or a missing
+(``-`` and ``_`` are the same; a positional argument may be named too), a
+declared flag alone, anything else fills the next positional argument that
+is still empty (a repeatable positional one takes every word left). A wrong
+value, an unknown name (also an unknown ``name=value``) or a missing
 required argument stops the start with a message that names the plugin,
 the argument and the config line.
+
+Relative paths: ``arg.path`` takes them in the config directory (certificates,
+map files, databases); ``arg.path(..., workdir=True)`` in the directory the
+server was started in (Maildirs, log files, stores: where the sample
+configuration's ``spool/`` lives, and where qpsmtpd, started in its home
+directory, found them). Either way the value is an absolute path, fixed at
+load.
 """
 
 from __future__ import annotations
@@ -47,6 +56,8 @@ class _Required:
 #: the default of an argument that must be given
 REQUIRED: Any = _Required()
 
+#: ``name=value`` with a name that could be declared (URLs, DSNs and patterns are not)
+_NAMED = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", re.IGNORECASE)
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -114,6 +125,10 @@ def _path(value: str, plugin: Plugin) -> Path:
     return plugin.engine.config.resolve(value)
 
 
+def _workdir_path(value: str, plugin: Plugin) -> Path:
+    return plugin.engine.config.resolve(value, workdir=True)
+
+
 def _words(value: str, plugin: Plugin) -> list[str]:
     return [word for word in re.split(r"[,\s]+", value) if word]
 
@@ -126,6 +141,7 @@ DURATION = Kind("duration", _duration)
 BOOLEAN = Kind("yes/no", _boolean)
 LEVEL = Kind("log level", _level)
 PATH = Kind("path", _path)
+WORKDIR_PATH = Kind("path (relative: in the directory the server started in)", _workdir_path)
 WORDS = Kind("list", _words)
 
 
@@ -133,7 +149,9 @@ class Argument(Generic[_T]):
     """One declared argument; a descriptor whose value is the parsed one.
 
     ``positional`` arguments are filled in order by words that are not
-    ``name value`` pairs; ``flag`` arguments are true when their name is
+    ``name value`` pairs (their name may be given too: qpsmtpd lines such as
+    ``noop_counter 5`` and ``noop_counter max 5`` both work; a repeatable
+    one takes every word left); ``flag`` arguments are true when their name is
     present and take no value; ``repeat`` collects every occurrence into a
     list; ``choices`` limits the (lower-cased) values; ``aliases`` are other
     names for the same argument (qpsmtpd's old spellings).
@@ -195,10 +213,12 @@ class Argument(Generic[_T]):
             default = "required"
         elif self.flag or self.default is REQUIRED:
             default = ""
+        elif self.kind is OCTAL and isinstance(self.default, int):
+            default = f"default {self.default:04o}"
         else:
             default = f"default {self.default!r}" if not isinstance(self.default, Path) else \
                 f"default {str(self.default)!r}"
-        where = "positional" if self.positional else self.name
+        where = f"[{self.name}]" if self.positional else self.name
         extra = "; repeatable" if self.repeat else ""
         alias = f"; also {', '.join(self.aliases)}" if self.aliases else ""
         details = ", ".join(part for part in (kind, default) if part)
@@ -225,10 +245,9 @@ def parse_arguments(plugin: Plugin, words: Sequence[str]) -> dict[str, Any]:
     arguments = declared(type(plugin))
     by_key: dict[str, Argument[Any]] = {}
     for argument in arguments:
-        if not argument.positional:
-            by_key[_key(argument.name)] = argument
-            for alias in argument.aliases:
-                by_key[alias] = argument
+        by_key[_key(argument.name)] = argument
+        for alias in argument.aliases:
+            by_key[alias] = argument
     positionals = [argument for argument in arguments if argument.positional]
     values: dict[str, Any] = {}
     name = plugin.plugin_name
@@ -238,6 +257,10 @@ def parse_arguments(plugin: Plugin, words: Sequence[str]) -> dict[str, Any]:
         return ArgumentError(f"plugin {name}: {what}: {problem} (qpsmtpd --help-plugin {plugin.name} "
                              "lists the arguments)")
 
+    def unknown(word: str) -> ArgumentError:
+        known = ", ".join(sorted(by_key)) or "none"
+        return fail(None, f"unknown argument {word!r} (known: {known})")
+
     def store(argument: Argument[Any], text: str) -> None:
         try:
             value = argument.read(text, plugin)
@@ -245,12 +268,18 @@ def parse_arguments(plugin: Plugin, words: Sequence[str]) -> dict[str, Any]:
             raise fail(argument, str(err)) from None
         if argument.repeat:
             values.setdefault(argument.name, []).append(value)
-        elif argument.name in values and not argument.positional:
+        elif argument.name in values:
             raise fail(argument, "given twice")
         else:
             values[argument.name] = value
 
-    index, slot = 0, 0
+    def next_positional() -> Argument[Any] | None:
+        for argument in positionals:
+            if argument.repeat or argument.name not in values:
+                return argument
+        return None
+
+    index = 0
     while index < len(words):
         word = words[index]
         key, equals, inline = word.partition("=")
@@ -266,18 +295,20 @@ def parse_arguments(plugin: Plugin, words: Sequence[str]) -> dict[str, Any]:
                 raise fail(named, "needs a value")
             store(named, words[index + 1])
             index += 2
-        elif slot < len(positionals):
-            store(positionals[slot], word)
-            slot += 1
-            index += 1
+        elif equals and _NAMED.match(key):
+            raise unknown(key)
         else:
-            known = ", ".join(sorted(by_key)) or "none"
-            raise fail(None, f"unknown argument {word!r} (known: {known})")
+            slot = next_positional()
+            if slot is None:
+                raise unknown(word)
+            store(slot, word)
+            index += 1
     for argument in arguments:
         if argument.name not in values and argument.required:
             raise fail(argument, "is required")
-        if argument.name not in values and argument.kind is PATH and isinstance(argument.default, str):
-            values[argument.name] = plugin.engine.config.resolve(argument.default)
+        if argument.name not in values and argument.kind in (PATH, WORKDIR_PATH) \
+                and isinstance(argument.default, str):
+            values[argument.name] = argument.kind.parse(argument.default, plugin)
     return values
 
 
@@ -286,7 +317,7 @@ def help_text(cls: type) -> str:
     doc = (cls.__doc__ or "").strip()
     module = __import__(cls.__module__, fromlist=["__doc__"])
     summary = (module.__doc__ or doc).strip().split("\n\n")[0]
-    name = getattr(cls, "name", cls.__name__)
+    name = getattr(cls, "name", "") or cls.__name__
     lines = [summary if summary.startswith(f"{name}:") else f"{name}: {summary}", ""]
     arguments = declared(cls)
     if not arguments:
@@ -327,9 +358,10 @@ def _duration_argument(default: Any = REQUIRED, help: str = "", **options: Any) 
     return Argument(DURATION, default, help, **options)
 
 
-def _path_argument(default: Any = REQUIRED, help: str = "", **options: Any) -> Any:  # noqa: A002
-    """A file or directory; relative paths are taken in the config directory."""
-    return Argument(PATH, default, help, **options)
+def _path_argument(default: Any = REQUIRED, help: str = "", *, workdir: bool = False,  # noqa: A002
+                   **options: Any) -> Any:
+    """A file or directory; relative paths are taken in the config directory (``workdir``: see above)."""
+    return Argument(WORKDIR_PATH if workdir else PATH, default, help, **options)
 
 
 def _list_argument(default: Any = REQUIRED, help: str = "", **options: Any) -> Any:  # noqa: A002
@@ -357,8 +389,8 @@ class arg:  # noqa: N801 - a namespace, read as ``arg.duration(...)``
     """Declare a plugin argument: ``wait = arg.duration(1, "seconds to wait")``.
 
     Each takes ``(default, help, **options)``; leave ``default`` out for a
-    required argument. Options: ``positional``, ``repeat``, ``aliases``
-    (see :class:`Argument`).
+    required argument. Options: ``positional``, ``repeat``, ``aliases``,
+    ``choices`` (see :class:`Argument`); ``arg.path`` also takes ``workdir``.
     """
 
     str = staticmethod(_text_argument)

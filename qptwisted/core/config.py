@@ -54,16 +54,26 @@ class Config:
         # absolute: twistd may change directory when it daemonizes, and relative names in the
         # configuration are taken in the config directory, wherever the server runs
         self.directory = Path(directory).absolute()
+        #: the directory the server was started in, where relative data paths point (see :meth:`resolve`)
+        self.workdir = Path.cwd()
         self._cache: dict[str, list[str]] = {}
 
     def path(self, name: str) -> Path:
         """Where the file ``name`` lives."""
         return self.directory / name
 
-    def resolve(self, name: str | os.PathLike[str]) -> Path:
-        """A path named in the configuration: relative paths are taken in the config directory."""
+    def resolve(self, name: str | os.PathLike[str], workdir: bool = False) -> Path:
+        """A path named in the configuration: relative paths are taken in the config directory.
+
+        ``workdir`` takes them in :attr:`workdir` instead, for data that lives
+        beside the configuration (Maildirs, log files, stores), as it did in
+        qpsmtpd; the result is absolute, so it stays put whatever the process
+        does with its current directory later.
+        """
         path = Path(name).expanduser()
-        return path if path.is_absolute() else self.directory / path
+        if path.is_absolute():
+            return path
+        return (self.workdir if workdir else self.directory) / path
 
     def plugin_dirs(self) -> list[Path]:
         """The directories of ``config/plugin_dirs``, in order; a missing one is an error."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from twisted.internet.defer import Deferred
@@ -38,6 +38,8 @@ class Plugin:
     name: ClassVar[str] = ""
     #: seconds an asynchronous hook may take before the chain answers DENYSOFT
     timeout: ClassVar[float | None] = None
+    #: parse the line even when no argument is declared, so a plugin that takes none refuses every word
+    strict_arguments: ClassVar[bool] = False
     #: an advisory plugin: when one of its hooks breaks, the chain goes on instead of answering 451
     fail_open: bool = arg.bool(False, "when a hook of this plugin breaks, skip it instead of deferring "
                                "the command (for advisory plugins only)")
@@ -54,14 +56,16 @@ class Plugin:
         #: the file the plugin was loaded from (the start-up log names it)
         self.source = ""
 
-    def configure(self) -> None:
+    def configure(self, words: Sequence[str] | None = None) -> None:
         """Parse the declared arguments (the engine calls this once, before :meth:`register`).
 
-        A plugin that declares nothing but ``fail_open`` gets its words
-        unparsed in :meth:`register` (the 0.1 way).
+        ``words`` replaces the line's words: a plugin with an old syntax of
+        its own overrides this, rewrites its words and calls up with them. A plugin
+        that declares nothing but ``fail_open`` gets its words unparsed in
+        :meth:`register` (the 0.1 way), unless it sets :attr:`strict_arguments`.
         """
-        if len(declared(type(self))) > 1:
-            self._arguments: dict[str, Any] = parse_arguments(self, self.args)
+        if self.strict_arguments or len(declared(type(self))) > 1:
+            self._arguments: dict[str, Any] = parse_arguments(self, self.args if words is None else words)
 
     def register(self, *args: str) -> None:
         """Set up after the arguments were parsed: read config files, register more hooks."""

@@ -36,8 +36,12 @@ def parse_record(text: str) -> dict[str, str] | None:
     return tags
 
 
-def find_policy_record(resolver: Any, domain: str) -> Deferred[tuple[str, dict[str, str]] | None]:
-    """``(domain where found, tags)`` of the DMARC record that governs ``domain``, or None."""
+def find_policy_record(resolver: Any, domain: str,
+                       timeout: float | None = None) -> Deferred[tuple[str, dict[str, str]] | None]:
+    """``(domain where found, tags)`` of the DMARC record that governs ``domain``, or None.
+
+    ``timeout``: seconds per lookup (``None``: the resolver's own).
+    """
     domain = domain.lower().rstrip(".")
     org = organizational_domain(domain)
 
@@ -51,10 +55,10 @@ def find_policy_record(resolver: Any, domain: str) -> Deferred[tuple[str, dict[s
             return domain, found
         if org == domain:
             return None
-        return resolver.lookup_txt(f"_dmarc.{org}").addCallback(
+        return resolver.lookup_txt(f"_dmarc.{org}", timeout).addCallback(
             lambda more: (org, pick(more)) if pick(more) is not None else None)
 
-    result: Deferred[Any] = resolver.lookup_txt(f"_dmarc.{domain}").addCallback(at_domain)
+    result: Deferred[Any] = resolver.lookup_txt(f"_dmarc.{domain}", timeout).addCallback(at_domain)
     return result
 
 

@@ -7,34 +7,36 @@ and no plugin copies them. Derive from :class:`PolicyPlugin`::
 
     class BadThing(PolicyPlugin):
         name = "bad_thing"
-        defaults = {"reject": "1"}
+        reject_type = reject_type_argument("temp")   # another default: declare it again
 
         def hook_mail(self, transaction, sender, **params):
             if sender.host == "bad.example":
                 return self.get_reject(transaction, "go away", "bad host")
             return DECLINED
 
-Common arguments (``name value`` pairs on the ``config/plugins`` line):
+Common arguments (declared here, ``name value`` on the ``config/plugins`` line):
 
 ``reject 0|1|naughty``
     0 only logs; 1 refuses now; ``naughty`` stores the refusal on the
-    connection for the ``naughty`` plugin to carry out later.
+    connection for the ``naughty`` plugin to carry out later (``yes``/``no``
+    and the other spellings of :func:`~qptwisted.core.config.parse_bool` work too).
 ``reject_type perm|temp|disconnect|temp_disconnect``
     (also ``hard``/``soft``) DENY, DENYSOFT, DENY_DISCONNECT, DENYSOFT_DISCONNECT.
 ``loglevel N|+N|-N``
-    log every line of this plugin at level N, or shift its levels by N.
+    log every line of this plugin at level N (``LOGINFO`` and friends work
+    too), or shift its levels by N.
 
-Unlike qpsmtpd, an odd number of arguments or an unknown key is an error at
-start-up that names the plugin, not a log line at run time.
+Unlike qpsmtpd, a wrong value or an unknown argument is an error at start-up
+that names the plugin and the argument, not a log line at run time.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from collections.abc import Iterable
+from typing import Any
 
+from qptwisted.core.arguments import Argument, Kind, arg
 from qptwisted.core.codes import (
     DECLINED,
     DENY,
@@ -46,7 +48,9 @@ from qptwisted.core.codes import (
     LOGINFO,
     OK,
     Code,
+    parse_level,
 )
+from qptwisted.core.config import parse_bool
 from qptwisted.core.plugin import Plugin
 from qptwisted.mail.connection import Connection
 from qptwisted.mail.transaction import Transaction
@@ -64,7 +68,6 @@ CODE_NAMES: dict[str, Code] = {
     "DECLINED": DECLINED, "DONE": DONE,
 }
 
-_FALSE = frozenset({"0", "", "no", "off", "false"})
 _REGEX_CHARS = re.compile(r"[/^$*+!%?\\]")
 
 Scope = Transaction | Connection
@@ -80,25 +83,44 @@ def return_code(name: str) -> Code | None:
     return CODE_NAMES.get(name.upper())
 
 
-def parse_pairs(plugin: str, args: Iterable[str], known: Iterable[str] | None = None,
-                defaults: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``key value key value ...`` into a dict (qpsmtpd's ``%args = @_``).
+def reject_argument(default: str = "1", help: str = "", extra: Iterable[str] = ()) -> Any:  # noqa: A002
+    """Declare ``reject``: ``0|1|naughty`` (and yes/no), plus the plugin's ``extra`` words.
 
-    Keys are lower-cased. ``known`` (plus the common ``reject``,
-    ``reject_type``, ``loglevel``) lists the accepted keys; anything else raises
-    ``ValueError`` naming the plugin.
+    The value is ``"0"``, ``"1"``, ``"naughty"`` or one of ``extra`` (``dnsbl``
+    adds ``connect``).
     """
-    words = list(args)
-    if len(words) % 2:
-        raise ValueError(f"{plugin}: arguments must be 'name value' pairs, got {words}")
-    result = dict(defaults or {})
-    allowed = None if known is None else set(known) | {"reject", "reject_type", "loglevel"}
-    for key, value in zip(words[::2], words[1::2], strict=True):
-        key = key.lower()
-        if allowed is not None and key not in allowed:
-            raise ValueError(f"{plugin}: unknown argument {key!r} (known: {', '.join(sorted(allowed))})")
-        result[key] = value
-    return result
+    words = ("naughty", *(word.lower() for word in extra))
+
+    def parse(value: str, plugin: Any) -> str:
+        word = value.strip().lower()
+        if word in words:
+            return word
+        try:
+            return "1" if parse_bool(word) else "0"
+        except ValueError:
+            raise ValueError(f"{value!r} is not one of 0, 1, {', '.join(words)} (or yes/no)") from None
+
+    return Argument(Kind("|".join(("0", "1", *words)), parse), default,
+                    help or "0: only log; 1: refuse now; naughty: leave it to the naughty plugin")
+
+
+def reject_type_argument(default: str | None = None, help: str = "", **options: Any) -> Any:  # noqa: A002
+    """Declare ``reject_type`` with ``default`` (``None``: the caller's code); ``options`` as for ``arg``."""
+    return arg.choice(tuple(REJECT_TYPES), default, help or "the code of a refusal: perm (5xx), temp (4xx), "
+                      "disconnect, temp_disconnect (also hard, soft)", **options)
+
+
+def _log_shift(value: str, plugin: Any) -> str:
+    word = value.strip()
+    if re.fullmatch(r"[+-][0-7]", word):
+        return word
+    return str(parse_level(word))
+
+
+def loglevel_argument(default: str | None = None, help: str = "") -> Any:  # noqa: A002
+    """Declare ``loglevel``: ``N`` (every line at level N) or ``+N``/``-N`` (every level shifted)."""
+    return Argument(Kind("log level or shift", _log_shift), default,
+                    help or "log every line at this level (6, LOGINFO), or shift the levels (+1, -2)")
 
 
 def connection_of(scope: Scope) -> Connection:
@@ -112,38 +134,22 @@ def is_regex(entry: str) -> bool:
 
 
 class Policy:
-    """The mixin: argument parsing and the reject/naughty/immunity helpers.
+    """The mixin: the common arguments and the reject/naughty/immunity helpers.
 
-    Subclasses set ``defaults`` (argument defaults) and ``known_args`` (the
-    keys they accept besides the common ones; ``None`` accepts any) and call
-    :meth:`parse_args` from ``register`` (the default ``register`` does).
+    A subclass that needs another default declares the argument again
+    (``reject = reject_argument("0")``).
     """
 
-    defaults: ClassVar[Mapping[str, str]] = {}
-    known_args: ClassVar[Iterable[str] | None] = ()
-    opts: dict[str, str]
+    reject: str = reject_argument()
+    reject_type: str | None = reject_type_argument()
+    loglevel: str | None = loglevel_argument()
     plugin_name: str
     engine: Any
-
-    def register(self, *args: str) -> None:
-        """Parse ``name value`` pairs into :attr:`opts`."""
-        self.parse_args(args)
-
-    def parse_args(self, args: Iterable[str]) -> dict[str, str]:
-        """Parse the ``config/plugins`` arguments into :attr:`opts` and check the common ones."""
-        self.opts = parse_pairs(self.plugin_name, args, self.known_args, self.defaults)
-        reject_type = self.opts.get("reject_type")
-        if reject_type is not None and reject_type.lower() not in REJECT_TYPES:
-            raise ValueError(f"{self.plugin_name}: reject_type must be one of {', '.join(REJECT_TYPES)}")
-        loglevel = self.opts.get("loglevel")
-        if loglevel is not None and not re.fullmatch(r"[0-7]|[+-][0-7]", loglevel):
-            raise ValueError(f"{self.plugin_name}: loglevel must be N, +N or -N (0..7)")
-        return self.opts
 
     # -- logging ------------------------------------------------------------
     def adjust_log_level(self, level: int) -> int:
         """Apply the ``loglevel`` argument: a fixed level, or a shift clamped to 0..7."""
-        adjust = getattr(self, "opts", {}).get("loglevel")
+        adjust = self.loglevel
         if not adjust:
             return level
         if adjust[0] in "+-":
@@ -156,14 +162,9 @@ class Policy:
         self.engine.log(self.adjust_log_level(level), text, plugin=self.plugin_name)
 
     # -- rejecting ----------------------------------------------------------
-    @property
-    def reject(self) -> str:
-        """The ``reject`` argument, lower-cased (``"1"`` when not given)."""
-        return getattr(self, "opts", {}).get("reject", "1").lower()
-
     def get_reject_type(self, default: Code = DENY, override: str | None = None) -> Code:
         """The code for ``reject_type`` (or ``override``), else ``default``."""
-        word = override or getattr(self, "opts", {}).get("reject_type")
+        word = override or self.reject_type
         return REJECT_TYPES.get(word.lower(), default) if word else default
 
     def get_reject(self, scope: Scope, message: str, log_message: str = "",
@@ -171,7 +172,7 @@ class Policy:
         """Refuse as the ``reject`` argument says: log only, now, or via ``naughty``."""
         suffix = f", {log_message}" if log_message else ""
         reject = self.reject
-        if reject in _FALSE:
+        if reject == "0":
             self.log(LOGINFO, f"fail, reject disabled{suffix}")
             return DECLINED
         if reject == "naughty":
@@ -186,7 +187,7 @@ class Policy:
         previous = notes.get("naughty")
         notes["naughty"] = f"{previous}\n{message}" if previous and isinstance(previous, str) else message
         if not notes.get("naughty_reject_type"):
-            notes["naughty_reject_type"] = getattr(self, "opts", {}).get("reject_type")
+            notes["naughty_reject_type"] = self.reject_type
         return DECLINED
 
     def is_immune(self, scope: Scope) -> bool:
@@ -230,10 +231,4 @@ class Policy:
 
 
 class PolicyPlugin(Policy, Plugin):
-    """A :class:`~qptwisted.core.plugin.Plugin` with the :class:`Policy` helpers."""
-
-    def config_path(self, name: str) -> str:
-        """A file named by a plugin argument: relative names are taken in the config directory."""
-        if os.path.isabs(name):
-            return name
-        return str(self.engine.config.path(name))
+    """A :class:`~qptwisted.core.plugin.Plugin` with the :class:`Policy` helpers and arguments."""

@@ -13,7 +13,11 @@ SQLite store compares against the ``now`` it is given, the Redis store also
 sets a real TTL so Redis collects the garbage.
 
 :func:`open_store` picks one from a plugin argument: empty or ``sqlite``
-(optionally ``sqlite:PATH``) or a ``redis://host:port/db`` URL.
+(optionally ``sqlite:PATH``) or a ``redis://host:port/db`` URL. It runs the
+store's calls on the plugin's engine's thread pool, and, for SQLite, prunes
+expired entries every hour (:data:`PRUNE_INTERVAL`) on the engine's clock
+until the engine closes; Redis drops them itself by their TTL. The plugin
+closes the store in its ``close()``.
 """
 
 from __future__ import annotations
@@ -22,12 +26,18 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
 
+if TYPE_CHECKING:
+    from qptwisted.core.engine import Engine
+
 _T = TypeVar("_T")
 Runner = Callable[..., Deferred[Any]]
+
+#: seconds between two prunes of an SQLite store
+PRUNE_INTERVAL = 3600.0
 
 
 class KVStore(Protocol):
@@ -134,16 +144,22 @@ class RedisStore:
         self._redis.close()
 
 
-def open_store(spec: str | None, default_path: str, name: str, run: Runner) -> SQLiteStore | RedisStore:
-    """A store from a plugin argument.
+def open_store(spec: str | None, default_path: str, name: str, engine: Engine) -> SQLiteStore | RedisStore:
+    """A store from a plugin argument, working on ``engine``'s thread pool.
 
     ``None``/``""``/``sqlite``: SQLite at ``default_path``; ``sqlite:PATH``: SQLite at PATH;
-    ``redis://...`` or ``rediss://...``: Redis, keys prefixed with ``name``.
+    ``redis://...`` or ``rediss://...``: Redis, keys prefixed with ``name``. An
+    SQLite store is pruned every :data:`PRUNE_INTERVAL` seconds on the
+    engine's clock, until the engine closes.
     """
     if spec and spec.startswith(("redis://", "rediss://", "unix://")):
-        return RedisStore(spec, name, run)
+        return RedisStore(spec, name, engine.defer_to_thread)
     if spec and spec.startswith("sqlite:"):
-        return SQLiteStore(spec[len("sqlite:"):], name, run)
-    if spec and spec != "sqlite":
+        path = str(engine.config.resolve(spec[len("sqlite:"):], workdir=True))
+    elif spec and spec != "sqlite":
         raise ValueError(f"unknown store {spec!r}: use sqlite, sqlite:PATH or redis://host:port/db")
-    return SQLiteStore(default_path, name, run)
+    else:
+        path = default_path
+    store = SQLiteStore(path, name, engine.defer_to_thread)
+    engine.call_every(PRUNE_INTERVAL, lambda: store.prune(float(engine.clock.seconds())))
+    return store

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import shutil
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import time
+from contextlib import closing
 from typing import Any
 
 from twisted.internet import defer
@@ -15,6 +17,7 @@ from twisted.trial import unittest
 
 from qpplugins.greylisting import ExcludeList
 from qptwisted import DECLINED, DENYSOFT, Address
+from qptwisted.lib.store import PRUNE_INTERVAL
 from qptwisted.testing import make_connection, make_engine, make_transaction, run_hook
 
 
@@ -36,8 +39,7 @@ class GreylistingMixin:
         self.clock = Clock()
         self.clock.advance(1_000_000)
         engine = make_engine([f"{line} {' '.join(self.store_args)}".strip()], config=config, clock=self.clock)
-        plugin = engine.plugins[-1]
-        self.addCleanup(plugin.store.close)  # type: ignore[attr-defined]
+        self.addCleanup(engine.close)
         return engine
 
     def mail(self, engine: Any, ip: str = "192.0.2.1", sender: str = "<a@example.org>", **fields: Any) -> Any:
@@ -125,6 +127,34 @@ class SQLiteGreylistingTests(GreylistingMixin, unittest.TestCase):
         self.store_args = ("db_dir", directory)
 
 
+class StoreLifecycleTests(unittest.TestCase):
+    """The SQLite store is pruned on the engine's clock and closed with the engine."""
+
+    @defer.inlineCallbacks
+    def test_pruned_hourly_and_closed_with_the_engine(self) -> Any:
+        directory = tempfile.mkdtemp(prefix="greylist-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        clock = Clock()
+        clock.advance(1_000_000)
+        engine = make_engine([f"greylisting db_dir {directory}"], clock=clock)
+        store = engine.plugins[-1].store  # type: ignore[attr-defined]
+        yield store.put("expires", "soon", clock.seconds(), 60)
+        yield store.put("stays", "long", clock.seconds(), 7200)
+        prunes: list[Any] = []
+        prune = store.prune
+        store.prune = lambda now: prunes.append(prune(now)) or prunes[-1]
+        clock.advance(PRUNE_INTERVAL - 1)
+        self.assertEqual(prunes, [])
+        clock.advance(1)
+        yield prunes[0]
+        with closing(sqlite3.connect(store.path)) as db:
+            self.assertEqual([row[0] for row in db.execute("SELECT key FROM greylist")], ["stays"])
+        yield engine.close()
+        self.assertRaises(sqlite3.ProgrammingError, store._call, "SELECT 1", ())
+        clock.advance(PRUNE_INTERVAL)
+        self.assertEqual(len(prunes), 1)
+
+
 def start_redis(testcase: unittest.TestCase) -> str:
     """Start a private redis-server on a free loopback port; skip the test if there is none."""
     binary = shutil.which("redis-server")
@@ -166,7 +196,7 @@ class RedisGreylistingTests(GreylistingMixin, unittest.TestCase):
     def test_two_servers_share_state(self) -> Any:
         one = self.engine("greylisting black_timeout 60")
         two = make_engine([f"greylisting black_timeout 60 redis {self.url}"], clock=self.clock)
-        self.addCleanup(two.plugins[-1].store.close)
+        self.addCleanup(two.close)
         self.assertEqual((yield self.mail(one)).code, DENYSOFT)
         self.clock.advance(61)
         self.assertEqual((yield self.mail(two)).code, DECLINED)

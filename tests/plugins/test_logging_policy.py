@@ -123,4 +123,4 @@ class JsonTests(unittest.TestCase):
         eng.log(LOGINFO, "to the file")
         with open(path, encoding="utf-8") as handle:
             self.assertEqual(json.loads(handle.readline())["msg"], "to the file")
-        plugin(eng, "logging/json")._handle.close()
+        plugin(eng, "logging/json").close()
