@@ -93,7 +93,7 @@ class ErrorTests(unittest.TestCase):
         self.assertIn("qpsmtpd --help-plugin test_sample_args", message)
 
     def test_unknown_word_is_refused(self) -> None:
-        message = self.message("dir", "pattern", "surplus")
+        message = self.message("dir", "%d", "surplus")
         self.assertIn("unknown argument 'surplus'", message)
 
     def test_missing_required_and_missing_value(self) -> None:

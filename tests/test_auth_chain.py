@@ -87,7 +87,7 @@ class ChainTests(unittest.TestCase):
              "greylisting recipient 1 black_timeout 300", "rcpt_ok", (KeepQueue, ())],
             config={**self.dns.config(), "dnsbl_zones": "bl.test", "rcpthosts": "example.test",
                     "me": "mx.example.test"},
-            clock=self.clock)
+            clock=self.clock, threads=True)  # SPF and DKIM ask the DNS server of this process from threads
         self.addCleanup(self.engine.plugins[4].store.close)  # type: ignore[attr-defined]
         self.port = reactor.listenTCP(0, SMTPFactory(self.engine), interface="127.0.0.1")  # type: ignore[attr-defined]
         self.addCleanup(self.port.stopListening)

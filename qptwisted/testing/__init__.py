@@ -76,15 +76,18 @@ class InlineThreads:
 
 
 def make_engine(plugins: Iterable[PluginSpec] = (), config: Mapping[str, str | Iterable[str]] | None = None,
-                clock: Any = None, directory: str | None = None, threads: bool = False) -> Engine:
+                clock: Any = None, directory: str | None = None, threads: bool | None = None) -> Engine:
     """An engine with ``plugins`` loaded in order, on a fresh config directory.
 
     A plugin is a ``config/plugins`` line (``"rcpt_ok"``, ``"queue/maildir DIR"``),
     a :class:`Plugin` subclass, or ``(subclass, ("arg", ...))``. ``clock``
     defaults to a :class:`~twisted.internet.task.Clock`; the spool goes to a
     temporary directory unless ``config`` names one. Blocking work
-    (``defer_to_thread``) runs inline unless ``threads`` asks for a real pool.
+    (``defer_to_thread``) runs inline on a fake clock, and on a real thread
+    pool when ``clock`` is the reactor (``threads`` says so explicitly).
     """
+    if threads is None:
+        threads = clock is not None and not isinstance(clock, Clock)
     directory = directory or _temporary_directory()
     settings: dict[str, str | Iterable[str]] = {"me": "mx.test", "spool_dir": str(Path(directory) / "spool")}
     settings.update(config or {})
