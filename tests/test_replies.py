@@ -2,7 +2,7 @@
 
 A scriptable probe plugin sits first in the chain and answers each hook with
 the code the test tells it to, with or without a message. The table below is
-reference §3.2 with our documented deviations (``qptwisted/replies.py``): a
+reference §3.2 with our documented deviations (``qptwisted/core/replies.py``): a
 bare DENY always gets a default text, ``queue`` DENY_DISCONNECT is a 451
 without close, every reply carries an RFC 3463 enhanced status code.
 """
