@@ -27,7 +27,6 @@ MOVED = {
     "qptwisted.engine": "qptwisted.core.engine",
     "qptwisted.headers": "qptwisted.mail.headers",
     "qptwisted.hooks": "qptwisted.core.hooks",
-    "qptwisted.interfaces": "qptwisted.core.interfaces",
     "qptwisted.ipmatch": "qptwisted.lib.ipmatch",
     "qptwisted.loader": "qptwisted.core.loader",
     "qptwisted.plugin": "qptwisted.core.plugin",

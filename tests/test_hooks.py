@@ -180,3 +180,61 @@ class CancelTests(unittest.TestCase):
         answer = self.successResultOf(result)  # type: ignore[arg-type]
         self.assertTrue(is_fault(answer))
         self.flushLoggedErrors(RuntimeError)
+
+
+class Breaks(Plugin):
+    """Raises in the hook named by ``broken``."""
+
+    name = "test_breaks"
+    broken = ""
+
+    def hook_mail_pre(self, transaction: Transaction, path: str, params: Any) -> Any:
+        return self._maybe("mail_pre")
+
+    def hook_rcpt_pre(self, transaction: Transaction, path: str, params: Any) -> Any:
+        return self._maybe("rcpt_pre")
+
+    def hook_mail_parse(self, transaction: Transaction) -> Any:
+        return self._maybe("mail_parse")
+
+    def hook_data_headers_end(self, transaction: Transaction) -> Any:
+        return self._maybe("data_headers_end")
+
+    def _maybe(self, hook: str) -> Any:
+        if type(self).broken == hook:
+            raise RuntimeError(f"{hook} broke")
+        return DECLINED
+
+
+class FailClosedTests(unittest.TestCase):
+    def dialogue(self, hook: str) -> Any:
+        from tests.core_support import CaptureQueue, Dialogue
+
+        Breaks.broken = hook
+        engine = make_engine([Breaks, "rcpt_ok", CaptureQueue], config={"rcpthosts": "example.com"})
+        d = Dialogue(engine)
+        d.send("EHLO client.test")
+        return d
+
+    def test_envelope_hooks_without_a_reply_table_fail_closed(self) -> None:
+        for hook in ("mail_pre", "mail_parse"):
+            d = self.dialogue(hook)
+            [reply] = d.send("MAIL FROM:<a@example.org>")
+            self.assertEqual(reply[:2], (451, "4.3.0"), hook)
+            self.assertIsNone(d.session.transaction.sender, hook)
+            self.flushLoggedErrors(RuntimeError)
+        d = self.dialogue("rcpt_pre")
+        d.send("MAIL FROM:<a@example.org>")
+        self.assertEqual(d.send("RCPT TO:<b@example.com>")[0][:2], (451, "4.3.0"))
+        self.assertEqual(d.session.transaction.recipients, [])
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_a_broken_data_headers_end_answers_once_at_the_end_of_the_message(self) -> None:
+        d = self.dialogue("data_headers_end")
+        replies = d.send("MAIL FROM:<a@example.org>", "RCPT TO:<b@example.com>", "DATA")
+        self.assertEqual([r[0] for r in replies], [250, 250, 354])
+        self.assertEqual(d.send_raw(b"Subject: x\r\n\r\nbody line\r\n"), [])  # no reply mid-message
+        self.assertEqual([r[:2] for r in d.send_raw(b".\r\n")], [(451, "4.3.0")])
+        self.assertEqual(d.engine.plugins[-1].messages, [])  # type: ignore[attr-defined]
+        self.assertEqual(d.send("NOOP")[0][0], 250)  # in step with the client
+        self.flushLoggedErrors(RuntimeError)

@@ -1,7 +1,9 @@
 """auth/cred: check SMTP AUTH logins through a ``twisted.cred`` Portal.
 
-For applications that embed qptwisted: register a Portal under a name
-before the plugins load, and every PLAIN or LOGIN attempt becomes
+For applications that embed qptwisted: hand the service a Portal as the
+resource ``portal`` (``QPSMTPDService(config, resources={"portal": portal})``;
+``portal:NAME`` for a named one), or register it under a name before the
+plugins load; every PLAIN or LOGIN attempt becomes
 ``UsernamePassword`` credentials (CRAM-MD5 becomes ``CramMD5Credentials``,
 offered only when the portal has a checker for ``IUsernameHashedPassword``).
 The plugin asks the portal for the avatar interface
@@ -41,11 +43,12 @@ class CredAuth(Plugin):
     portal_name: str = arg.str("default", "the name the portal was registered under", positional=True)
 
     def register(self, *args: str) -> None:
-        """Find the portal registered under the name given."""
-        portal = get_portal(self.portal_name)
+        """Find the portal: the engine's resource ``portal`` (``portal:NAME``), else the registered one."""
+        key = "portal" if self.portal_name == "default" else f"portal:{self.portal_name}"
+        portal = self.engine.resources.get(key) or get_portal(self.portal_name)
         if portal is None:
-            raise ConfigError(f"auth/cred: no portal registered as {self.portal_name!r} "
-                              "(qptwisted.lib.sasl.register_portal)")
+            raise ConfigError(f"auth/cred: no portal {self.portal_name!r}: hand one over as the resource "
+                              f"{key!r} or with qptwisted.lib.sasl.register_portal")
         self.portal = portal
         self.register_hook("auth_plain", self.check)
         self.register_hook("auth_login", self.check)

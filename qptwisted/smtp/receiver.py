@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from qptwisted.core.replies import Reply
+from qptwisted.core.replies import FAULT, Reply
 from qptwisted.core.settings import Settings
 from qptwisted.mail.headers import HeaderSplitter
 from qptwisted.mail.transaction import Transaction
@@ -110,10 +110,10 @@ class MessageReceiver:
     """
 
     __slots__ = ("transaction", "reader", "max_header", "header_too_large", "spool_error", "waiting",
-                 "rest", "_splitter", "_headers_end")
+                 "rest", "fault", "_splitter", "_headers_end")
 
     def __init__(self, transaction: Transaction, settings: Settings,
-                 headers_end: Callable[[], Deferred[Any] | None] | None = None) -> None:
+                 headers_end: Callable[[MessageReceiver], Deferred[Any] | None] | None = None) -> None:
         self.transaction = transaction
         self.reader = DataReader(self._piece, settings.databytes, settings.max_line_length)
         self.max_header = settings.max_header_size
@@ -123,6 +123,8 @@ class MessageReceiver:
         self.waiting: Deferred[Any] | None = None
         #: the bytes after the terminator, once the message is complete
         self.rest: bytes | None = None
+        #: a plugin broke while the message arrived: it is refused (451) once it is complete
+        self.fault = False
         self._splitter: HeaderSplitter | None = HeaderSplitter()
         self._headers_end = headers_end
 
@@ -167,7 +169,7 @@ class MessageReceiver:
         if body:
             self._piece(body)
         if self._headers_end is not None:
-            step = self._headers_end()
+            step = self._headers_end(self)
             if step is not None:
                 self.waiting = step
                 step.addBoth(self._done_waiting)
@@ -190,6 +192,8 @@ class MessageReceiver:
             return Reply(552, "5.3.4", "Message header too large")
         if self.spool_error is not None:
             return Reply(452, "4.3.1", "Insufficient system storage, try again later")
+        if self.fault:
+            return FAULT
         return None
 
     def abort(self) -> None:

@@ -71,6 +71,10 @@ class Transport(Protocol):
         """A message was queued (the command count starts again)."""
 
 
+class _Answered(Exception):
+    """The command was already answered (a faulted parse hook): nothing more to say."""
+
+
 @implementer(IConnectionControl)
 class Session:
     """One SMTP conversation, qpsmtpd's ``Qpsmtpd::SMTP``.
@@ -222,6 +226,8 @@ class Session:
             if handler is None:
                 return self.unrecognized(verb, rest.strip())
             step = handler(rest.strip())
+        except _Answered:
+            return None
         except Exception:
             self.fault(verb, Failure())
             return None
@@ -270,10 +276,21 @@ class Session:
         return None
 
     def _parser(self, hook: str) -> Callable[[str], Any] | None:
+        """The parser a ``*_parse`` hook offers; a broken one answers the command with FAULT."""
         if not self.engine.hooks.has(hook):
             return None
         result = self.engine.hooks.run_sync(hook, self.transaction)
+        if result.value is FAULT:
+            self._reply(FAULT, result._replace(message=None))
+            raise _Answered()
         return result.value if callable(result.value) else None
+
+    def _faulted(self, result: HookResult) -> bool:
+        """Answer FAULT for a chain a broken plugin failed closed (hooks without a reply table)."""
+        if result.value is not FAULT:
+            return False
+        self._reply(FAULT, result._replace(message=None))
+        return True
 
     # HELO / EHLO
     def helo(self, rest: str) -> Step:
@@ -358,6 +375,8 @@ class Session:
             return None
 
     def _mail_address(self, path: str, params: dict[str, str | None], result: HookResult) -> Step:
+        if self._faulted(result):
+            return None
         if result.code is OK and (result.message or result.value):
             path = str(result.message or result.value)
         try:
@@ -400,6 +419,8 @@ class Session:
         return self._run("rcpt_pre", lambda result: self._rcpt_address(path, params, result), path, params)
 
     def _rcpt_address(self, path: str, params: dict[str, str | None], result: HookResult) -> Step:
+        if self._faulted(result):
+            return None
         if result.code is OK and (result.message or result.value):
             path = str(result.message or result.value)
         utf8 = "smtputf8" in self.transaction.notes.get("mail_params", {})
@@ -448,10 +469,14 @@ class Session:
         self.transport.start_data(self.receiver)
         return None
 
-    def _headers_end(self) -> Step:
-        return self._run("data_headers_end", self._after_headers_end)
+    def _headers_end(self, receiver: MessageReceiver) -> Step:
+        return self._run("data_headers_end", lambda result: self._after_headers_end(receiver, result))
 
-    def _after_headers_end(self, result: HookResult) -> Step:
+    def _after_headers_end(self, receiver: MessageReceiver, result: HookResult) -> Step:
+        if result.value is FAULT:
+            # the message is still arriving: a reply now would be read as the answer to the final dot
+            receiver.fault = True
+            return None
         self._deny(_DATA_HEADERS_END, result)
         return None
 

@@ -76,7 +76,8 @@ class InlineThreads:
 
 
 def make_engine(plugins: Iterable[PluginSpec] = (), config: Mapping[str, str | Iterable[str]] | None = None,
-                clock: Any = None, directory: str | None = None, threads: bool | None = None) -> Engine:
+                clock: Any = None, directory: str | None = None, threads: bool | None = None,
+                resources: Mapping[str, Any] | None = None) -> Engine:
     """An engine with ``plugins`` loaded in order, on a fresh config directory.
 
     A plugin is a ``config/plugins`` line (``"rcpt_ok"``, ``"queue/maildir DIR"``),
@@ -85,6 +86,8 @@ def make_engine(plugins: Iterable[PluginSpec] = (), config: Mapping[str, str | I
     temporary directory unless ``config`` names one. Blocking work
     (``defer_to_thread``) runs inline on a fake clock, and on a real thread
     pool when ``clock`` is the reactor (``threads`` says so explicitly).
+    ``resources`` are the objects an embedding application would hand over
+    (``engine.resources``).
     """
     if threads is None:
         threads = clock is not None and not isinstance(clock, Clock)
@@ -96,7 +99,8 @@ def make_engine(plugins: Iterable[PluginSpec] = (), config: Mapping[str, str | I
     engine = Engine.from_config(directory, clock if clock is not None else Clock(),
                                 None if threads else InlineThreads(),  # type: ignore[arg-type]
                                 plugin_lines=[spec for spec in specs if isinstance(spec, str)]
-                                if all(isinstance(spec, str) for spec in specs) else [])
+                                if all(isinstance(spec, str) for spec in specs) else [],
+                                resources=resources)
     if not all(isinstance(spec, str) for spec in specs):
         index = discover(engine.config.plugin_dirs())
         for spec in specs:

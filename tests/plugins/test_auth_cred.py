@@ -40,6 +40,13 @@ class CredTests(unittest.SynchronousTestCase):
         self.assertIn("AUTH PLAIN LOGIN CRAM-MD5", smtp.send("EHLO client.test")[0].text)
         self.assertEqual(smtp.send("AUTH PLAIN AGFsaWNlQGV4YW1wbGUuY29tAHdvbmRlcmxhbmQ=")[0][0], 235)
 
+    def test_portal_handed_over_as_a_resource(self) -> None:
+        checker = InMemoryUsernamePasswordDatabaseDontUse(**{"bob@example.com": b"builder"})
+        engine = make_engine(["auth/cred"], resources={"portal": simple_portal(checker)})
+        result = self.successResultOf(run_hook(engine, "auth_plain", make_transaction(engine), "plain",
+                                               "bob@example.com", "builder", None, None))
+        self.assertEqual(result.code, OK)
+
     def test_unknown_portal(self) -> None:
         with self.assertRaises(ConfigError):
             make_engine(["auth/cred nowhere"])
