@@ -102,19 +102,25 @@ class Engine:
 
     def _load(self, factories: PluginIndex, lines: list[str], source: str) -> None:
         for number, line in enumerate(lines, 1):
-            where = f"{self.config.path(source)} line {number} ({line!r})"
-            spec = parse_plugin_line(line, where)
-            factory = factories.find(spec.name, where)
-            try:
-                plugin = factory(self, spec.args, spec.instance)
-                plugin.source = factories.origin(spec.name)
-                self.add_plugin(plugin)
-            except ConfigError as err:
-                raise ConfigError(f"{err} [{where}]") from None
-            except Exception as err:
-                raise ConfigError(f"plugin {spec.name} failed to load: {type(err).__name__}: {err} "
-                                  f"[{where}]") from err
-            self.log(LOGDEBUG, f"loaded {plugin.plugin_name} from {plugin.source}")
+            self.load(line, factories, f"{self.config.path(source)} line {number} ({line!r})")
+
+    def load(self, line: str, factories: PluginIndex | None = None, where: str = "") -> IQPPlugin:
+        """Load the plugin a ``config/plugins`` line names, with its arguments; a ConfigError says why not."""
+        factories = factories or discover(self.config.plugin_dirs())
+        where = where or f"({line!r})"
+        spec = parse_plugin_line(line, where)
+        factory = factories.find(spec.name, where)
+        try:
+            plugin = factory(self, spec.args, spec.instance)
+            plugin.source = factories.origin(spec.name)
+            self.add_plugin(plugin)
+        except ConfigError as err:
+            raise ConfigError(f"{err} [{where}]") from None
+        except Exception as err:
+            raise ConfigError(f"plugin {spec.name} failed to load: {type(err).__name__}: {err} "
+                              f"[{where}]") from err
+        self.log(LOGDEBUG, f"loaded {plugin.plugin_name} from {plugin.source}")
+        return plugin
 
     def add_plugin(self, plugin: IQPPlugin) -> IQPPlugin:
         """Register a plugin instance: parse its arguments, its ``hook_*`` methods, then ``register``."""

@@ -258,6 +258,8 @@ class QPSMTPDService(service.MultiService):
         if not self.threadpool.started:
             self.threadpool.start()
         _log.info("{desc}", desc=self.engine.describe())
+        for plugin in self.engine.plugins:
+            _log.info("plugin {name} loaded from {source}", name=plugin.plugin_name, source=plugin.source)
         limit = fd_limit(raise_soft=True)
         self.factory._default_max = default_max_connections(limit)
         _log.info("open-file limit {limit}: up to {max} connections at once ({source})", limit=limit,

@@ -110,6 +110,16 @@ class SMTPProtocol(Protocol):
         finally:
             self.engine.release()
 
+    @property
+    def waiting(self) -> bool:
+        """True while a command (or the greeting) waits for its hook chain to answer."""
+        return self._busy
+
+    @property
+    def deadline_timer(self) -> IDelayedCall | None:
+        """The connection's own deadline check (the test kit leaves it alone when it moves a clock)."""
+        return self._timer
+
     def is_idle(self) -> bool:
         """True between transactions: no command in flight, no message arriving, no MAIL given."""
         session = self.session

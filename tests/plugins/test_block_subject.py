@@ -58,3 +58,22 @@ class GuideExampleTests(unittest.TestCase):
         smtp = SMTPDialogue(engine)
         replies = smtp.deliver("<a@example.org>", ["<b@example.com>"], "Subject: BUY NOW\n\nx\n")
         self.assertEqual(replies[-1], (552, "5.7.1", "Message subject not accepted here"))
+
+
+class EncodedSubjectTests(unittest.TestCase):
+    """Spammers encode subjects (RFC 2047) or send raw UTF-8: the filter sees the decoded text."""
+
+    def verdict(self, raw_subject: bytes) -> object:
+        engine = make_engine(["block_subject all"], {"block_subject": ["/v[i1]agra/", "gewinn für sie"]})
+        txn = make_transaction(engine, sender="<a@example.org>", recipients=["<b@example.com>"],
+                               message=b"From: a@example.org\nSubject: " + raw_subject + b"\n\nbody\n")
+        return self.successResultOf(run_hook(engine, "data_post", txn)).code
+
+    def test_rfc2047_base64_and_quoted_printable(self) -> None:
+        self.assertEqual(self.verdict(b"=?UTF-8?B?Q2hlYXAgVmlhZ3Jh?="), DENY)  # "Cheap Viagra"
+        self.assertEqual(self.verdict(b"=?iso-8859-1?q?Gewinn_f=FCr_Sie?="), DENY)
+        self.assertEqual(self.verdict(b"=?UTF-8?B?bHVuY2g/?="), DECLINED)  # "lunch?"
+
+    def test_raw_8bit_subject(self) -> None:
+        self.assertEqual(self.verdict("Gewinn für Sie".encode()), DENY)
+        self.assertEqual(self.verdict(b"caf\xe9 ol\xe9"), DECLINED)  # not UTF-8: read, not a crash
