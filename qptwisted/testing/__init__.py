@@ -194,6 +194,7 @@ class CaptureQueue(Plugin):
     name = "testing/capture"
 
     def register(self, *args: str) -> None:
+        """Start with nothing delivered."""
         self.delivered: list[Delivered] = []
 
     def hook_queue(self, transaction: Transaction) -> HookAnswer:
