@@ -185,3 +185,13 @@ class ConnectionCapTests(unittest.TestCase):
         self.assertEqual(with_backlog("tcp6:25:interface=\\:\\:"), "tcp6:25:interface=\\:\\::backlog=1024")
         self.assertEqual(with_backlog("tcp:25:backlog=10"), "tcp:25:backlog=10")
         self.assertEqual(with_backlog("systemd:domain=INET:index=0"), "systemd:domain=INET:index=0")
+
+
+class LoopbackExemptionTests(unittest.TestCase):
+    def test_loopback_is_not_capped_per_ip(self) -> None:
+        engine = make_engine(["rcpt_ok"], config={"max_conn_ip": "1"})
+        factory = SMTPFactory(engine)
+        for _ in range(3):
+            transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+            factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000)).makeConnection(transport)
+            self.assertTrue(transport.value().startswith(b"220 "))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 import weakref
 from collections import Counter
@@ -62,13 +63,23 @@ def default_max_connections(limit: int) -> int:
     return max(8, (limit - 64) // 2)
 
 
+def _loopback(ip: str) -> bool:
+    # local injection (a content filter handing mail back, monitoring) is not a flood from outside,
+    # as Postfix exempts $mynetworks from smtpd_client_connection_limit by default
+    try:
+        return ipaddress.ip_address(ip.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
 class SMTPFactory(ServerFactory, ListenerContext):
     """Makes an :class:`SMTPProtocol` per connection, all sharing ``engine``.
 
     Replacing ``engine`` (as a reload does) affects new connections only;
     ``protocols`` holds the open connections (for draining). A connection
     over ``max_connections`` (all clients) or ``max_conn_ip`` (one client
-    address) gets ``421 4.7.0`` and is closed before any plugin runs.
+    address other than loopback) gets ``421 4.7.0`` and is closed before any
+    plugin runs.
     """
 
     protocol = SMTPProtocol  # type: ignore[assignment]
@@ -93,7 +104,7 @@ class SMTPFactory(ServerFactory, ListenerContext):
         if self.connections >= self.max_connections:
             return _TooMany(format_reply(421, f"{settings.me} Too many connections, try again later",
                                          "4.7.0"))
-        if settings.max_conn_ip and self.per_ip.get(ip, 0) >= settings.max_conn_ip:
+        if settings.max_conn_ip and self.per_ip.get(ip, 0) >= settings.max_conn_ip and not _loopback(ip):
             return _TooMany(format_reply(421, f"{settings.me} Too many connections from {ip}, try again "
                                          "later", "4.7.0"))
         protocol = SMTPProtocol(self)
