@@ -42,6 +42,9 @@ class NeverReadingClientTests(Base):
     def test_pipelined_flood_without_reading_replies_costs_a_constant(self) -> None:
         # before: 1,000,000 MAIL FROM (33 MB) grew the server by 132 MB
         server = self.start(max_commands="0")
+        # the start-up log says how many connections the open-file limit allows
+        wait_for(lambda: "open-file limit" in server.output(), "the fd limit log line")
+        self.assertRegex(server.output(), r"open-file limit \d+: up to \d+ connections at once \(derived\)")
         client = socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE)
         self.addCleanup(client.close)
         client.recv(4096)  # the greeting
