@@ -27,6 +27,10 @@ _T = TypeVar("_T")
 # One field: a line and its continuation lines (LF endings, as the message is stored).
 _FIELD = re.compile(rb"[^\n]*\n(?:[ \t][^\n]*\n)*")
 _NAME = re.compile(r"[!-9;-~]+\Z")
+# a CR, or a line break not followed by the white space that makes it a fold
+_UNSAFE_BREAK = re.compile(r"\r|\n(?![ \t])")
+# the names the engine itself adds on every message: no need to check them each time
+_KNOWN_NAMES = frozenset({"Received", "Authentication-Results", "X-Original-Authentication-Results"})
 
 
 def decode_value(name: str, raw: bytes) -> str:
@@ -139,13 +143,14 @@ class Headers:
     # -- editing --------------------------------------------------------------
     @staticmethod
     def _field(name: str, value: str) -> bytes:
-        if not _NAME.match(name):
+        if name not in _KNOWN_NAMES and not _NAME.match(name):
             raise ValueError(f"not a header field name: {name!r}")
-        # a value may be folded with "\n\t"; it may not smuggle in a line that starts a new field
-        lines = value.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-        folded = "\n".join([lines[0]] + [line if line[:1] in (" ", "\t") else "\t" + line
-                                         for line in lines[1:]])
-        return f"{name}: {folded}\n".encode()
+        if _UNSAFE_BREAK.search(value):
+            # a value may be folded with "\n\t"; it may not smuggle in a line that starts a new field
+            lines = value.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+            value = "\n".join([lines[0]] + [line if line[:1] in (" ", "\t") else "\t" + line
+                                            for line in lines[1:]])
+        return f"{name}: {value}\n".encode()
 
     def prepend(self, name: str, value: str) -> None:
         """Put a field above all others (Received, Authentication-Results)."""
