@@ -30,6 +30,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from qptwisted.core.replies import Reply, ReplyError, ReplyParser
+
 _XTEXT_SAFE = re.compile(rb"[!-*,-<>-~]")
 
 
@@ -41,34 +43,8 @@ class SMTPTimeout(SMTPClientError):
     """The downstream did not answer within the allowed time."""
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """One (possibly multi-line) SMTP reply."""
-
-    code: int
-    lines: tuple[str, ...] = ()
-
-    @property
-    def text(self) -> str:
-        """The reply text, lines joined with a space."""
-        return " ".join(line for line in self.lines if line)
-
-    @property
-    def positive(self) -> bool:
-        """2xx (or 3xx where that is what was asked for)."""
-        return 200 <= self.code < 400
-
-    @property
-    def transient(self) -> bool:
-        """4xx: try again later."""
-        return 400 <= self.code < 500
-
-    def __str__(self) -> str:
-        return f"{self.code} {self.text}".rstrip()
-
-
 #: the reply used for a recipient whose fate is unknown because the connection failed
-NO_REPLY = Reply(421, ("connection to downstream failed",))
+NO_REPLY = Reply(421, None, "connection to downstream failed")
 
 
 @dataclass(slots=True)
@@ -148,8 +124,7 @@ class SMTPClientProtocol(Protocol):
 
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
-        self._buffer = b""
-        self._lines: list[str] = []
+        self._parser = ReplyParser(max_line=self.max_line)
         self._replies: deque[Reply] = deque()
         self._waiter: Deferred[Reply] | None = None
         self._paused: Deferred[None] | None = None
@@ -163,22 +138,13 @@ class SMTPClientProtocol(Protocol):
         self.connected_deferred.callback(self)
 
     def dataReceived(self, data: bytes) -> None:
-        """Split replies into lines and lines into complete replies."""
-        self._buffer += data
-        while b"\n" in self._buffer:
-            raw, self._buffer = self._buffer.split(b"\n", 1)
-            self._line(raw.rstrip(b"\r").decode("utf-8", "replace"))
-        if len(self._buffer) > self.max_line:
-            self.abort()
-
-    def _line(self, line: str) -> None:
-        if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in ("", " ", "-"):
-            self._protocol_error(f"bad reply line {line[:80]!r}")
+        """Hand complete replies to whoever waits for them."""
+        try:
+            replies = self._parser.feed(data)
+        except ReplyError as err:
+            self._protocol_error(str(err))
             return
-        self._lines.append(line[4:])
-        if line[3:4] != "-":
-            reply = Reply(int(line[:3]), tuple(self._lines))
-            self._lines = []
+        for reply in replies:
             if self._waiter is not None:
                 waiter, self._waiter = self._waiter, None
                 waiter.callback(reply)
