@@ -100,6 +100,17 @@ class SyncOnlyTests(unittest.TestCase):
             self.assertIn(f"test_async_{hook}", str(raised.exception))
             self.assertIn(f"hook {hook} must answer at once", str(raised.exception))
 
+    def test_a_sync_only_hook_declared_to_return_a_deferred_is_refused_at_load(self) -> None:
+        class Promises(Plugin):
+            name = "test_promises"
+
+            def hook_config(self, transaction: Any, name: str) -> Deferred[Any]:
+                return succeed(DECLINED)
+
+        with self.assertRaises(HookError) as raised:
+            make_engine([Promises])
+        self.assertIn("hook config must answer at once; it is declared to return Deferred", str(raised.exception))
+
     def test_a_deferred_from_a_sync_only_hook_is_refused_at_run_time(self) -> None:
         class DeferredConfig(Plugin):
             name = "test_deferred_config"

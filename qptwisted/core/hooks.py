@@ -112,12 +112,18 @@ class HookSpec:
             signature.bind(None, *self.args, **sample)
         except TypeError as err:
             return f"{err}: write it as {self.signature()}"
-        if self.sync and (inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)):
-            return f"hook {self.name} must answer at once; it cannot be an async def"
+        if self.sync:
+            if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
+                return f"hook {self.name} must answer at once; it cannot be an async def"
+            returns = signature.return_annotation
+            if returns is not signature.empty and any(word in str(returns) for word in _LATER):
+                return f"hook {self.name} must answer at once; it is declared to return {returns}"
         return None
 
 
 _AUTH_ARGS = ("mechanism", "user", "password", "password_hash", "ticket")
+# return annotations that promise a later answer
+_LATER = ("Deferred", "Awaitable", "Coroutine")
 _PARSE_DOC = "Return (OK, parser): a callable that splits the command's argument. Must answer at once."
 
 
