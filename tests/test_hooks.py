@@ -109,7 +109,8 @@ class SyncOnlyTests(unittest.TestCase):
 
         with self.assertRaises(HookError) as raised:
             make_engine([Promises])
-        self.assertIn("hook config must answer at once; it is declared to return Deferred", str(raised.exception))
+        self.assertIn("hook config must answer at once; it is declared to return Deferred",
+                      str(raised.exception))
 
     def test_a_deferred_from_a_sync_only_hook_is_refused_at_run_time(self) -> None:
         class DeferredConfig(Plugin):
