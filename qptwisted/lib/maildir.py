@@ -4,7 +4,8 @@
 Maildir gets one copy (``Return-Path`` and one ``Delivered-To`` per
 recipient on top), written to ``tmp/``, fsynced, linked into ``new/`` and the
 directories fsynced, all on the engine's thread pool, before ``250 Queued!``
-is sent. The message is read from the transaction's spool in 64 KiB chunks
+is sent. Deliveries that arrive while a directory fsync runs share the next
+one (:class:`GroupCommit`): one directory fsync per batch, not per message. The message is read from the transaction's spool in 64 KiB chunks
 inside the delivery thread, so its size never shows in the server's memory.
 If any step fails, nothing is left in ``new/`` and the client gets 452.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -48,6 +50,60 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+class GroupCommit:
+    """Directory fsyncs shared by the deliveries that need them at the same time (group commit).
+
+    A delivery links its file into ``new/`` and must not be answered before
+    that directory entry is durable. Deliveries that link while another
+    thread's fsync of the same directory runs wait for it and share the
+    next one: one directory fsync per batch instead of one per message,
+    with the same guarantee (each waits for an fsync that began after its
+    own link). Thread-safe; used from the engine's thread pool.
+    """
+
+    def __init__(self, sync: Callable[[str], None] = fsync_dir) -> None:
+        self._sync = sync
+        self._lock = threading.Lock()
+        self._done = threading.Condition(self._lock)
+        self._linked: dict[str, int] = {}  # links made into each directory so far
+        self._synced: dict[str, int] = {}  # links covered by a finished fsync
+        self._running: set[str] = set()
+        self.syncs = 0
+
+    def durable(self, directory: str) -> None:
+        """Return once a link made into ``directory`` before this call is durable."""
+        with self._lock:
+            mine = self._linked[directory] = self._linked.get(directory, 0) + 1
+            while self._synced.get(directory, 0) < mine:
+                if directory in self._running:
+                    self._done.wait()
+                    continue
+                self._running.add(directory)
+                covers = self._linked[directory]
+                self._lock.release()
+                try:
+                    self._sync(directory)
+                    self.syncs += 1
+                finally:
+                    self._lock.acquire()
+                    self._running.discard(directory)
+                    self._done.notify_all()
+                self._synced[directory] = max(self._synced.get(directory, 0), covers)
+
+
+#: the group commit of this process (every Maildir delivery goes through it)
+GROUP_COMMIT = GroupCommit()
+_made: set[str] = set()
+
+
+def _maildir(directory: str) -> None:
+    """Create ``tmp/``, ``new/`` and ``cur/`` once per directory and process."""
+    if directory not in _made:
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(directory, sub), exist_ok=True)
+        _made.add(directory)
+
+
 def deliver(directories: dict[str, list[Address]], sender: Address,
             message: Callable[[], Iterable[bytes]], mode: int = 0o600) -> list[str]:
     """Write one message into each Maildir; all or nothing. Blocking: run it in a thread.
@@ -59,14 +115,18 @@ def deliver(directories: dict[str, list[Address]], sender: Address,
     done: list[str] = []
     try:
         for directory, recipients in directories.items():
-            for sub in ("tmp", "new", "cur"):
-                os.makedirs(os.path.join(directory, sub), exist_ok=True)
+            _maildir(directory)
             name = maildir_name()
             tmp = os.path.join(directory, "tmp", name)
             staged.append((tmp, os.path.join(directory, "new", name)))
             head = [f"Return-Path: {sender}\n".encode()]
             head += [f"Delivered-To: {rcpt.address}\n".encode() for rcpt in reversed(recipients)]
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            except FileNotFoundError:  # the Maildir was removed since: make it again
+                _made.discard(directory)
+                _maildir(directory)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             with os.fdopen(fd, "wb") as handle:
                 handle.writelines(head)
                 for chunk in message():
@@ -77,7 +137,7 @@ def deliver(directories: dict[str, list[Address]], sender: Address,
             os.link(tmp, new)
             done.append(new)
         for directory in dict.fromkeys(os.path.dirname(new) for new in done):
-            fsync_dir(directory)
+            GROUP_COMMIT.durable(directory)
         return done
     except BaseException:
         for path in done:
