@@ -5,8 +5,9 @@ Maildir gets one copy (``Return-Path`` and one ``Delivered-To`` per
 recipient on top), written to ``tmp/``, fsynced, linked into ``new/`` and the
 directories fsynced, all on the engine's thread pool, before ``250 Queued!``
 is sent. Deliveries that arrive while a directory fsync runs share the next
-one (:class:`GroupCommit`): one directory fsync per batch, not per message. The message is read from the transaction's spool in 64 KiB chunks
-inside the delivery thread, so its size never shows in the server's memory.
+one (:class:`GroupCommit`): one directory fsync per batch, not per message.
+The message is read from the transaction's spool in 64 KiB chunks inside the
+delivery thread, so its size never shows in the server's memory.
 If any step fails, nothing is left in ``new/`` and the client gets 452.
 """
 
