@@ -78,7 +78,8 @@ def start_web_server(test: Any, status: int = 200, answer: bytes = b"ok") -> Web
     web = WebServer(status=status, answer=answer)
     site = server.Site(_Recorder(web))
     site.noisy = False
-    port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
+    listen: Any = reactor.listenTCP  # type: ignore[attr-defined]
+    port = listen(0, site, interface="127.0.0.1")
     test.addCleanup(port.stopListening)
     web.url = f"http://127.0.0.1:{port.getHost().port}/"
     return web
