@@ -105,3 +105,8 @@ class ExampleRulesTests(unittest.TestCase):
         sample.write_text('# a comment\n"""A docstring\nof two lines."""\n\nimport os\n\n\ndef f() -> None:\n'
                           '    """Doc."""\n    return None  # trailing comment\n', encoding="utf-8")
         self.assertEqual(code_lines(sample), 3)
+
+    def test_the_readme_lists_every_example(self) -> None:
+        readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+        listed = re.findall(r"^- \[`(\w+)`\]\(plugins/(\w+)\.py\): .+\.$", readme, re.M)
+        self.assertEqual(sorted(listed), sorted((name, name) for name in SEEDS))
