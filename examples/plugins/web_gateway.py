@@ -6,9 +6,10 @@ whose first recipient is the application's address is posted to a web
 application as an HTML form: ``title`` (the Subject), ``body`` (the plain
 text part) and ``file1``, ``file2`` ... (the attachments, e.g. the photos
 taken with a phone). The post runs after DATA, without blocking the server
-(``treq``); if the application does not answer 2xx, or not within
-``plugin_timeout``, the client gets a 452 and tries again later. Other mail
-is not touched. List a queue plugin after it: the message is then delivered
+(``treq``). If the application answers anything but 2xx, or not within
+``plugin_timeout``, the client gets a 452, and if it cannot be reached a
+451 (the plugin fails closed): either way the client tries again later.
+Other mail is not touched. List a queue plugin after it: the message is then delivered
 as well, a copy for the sender's records.
 
 Arguments: ``URL ADDRESS``.
