@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-from qptwisted import DECLINED, DENY, LOGDEBUG, LOGINFO, ArgumentError, HookAnswer, Plugin, Transaction, arg
+from qptwisted import DECLINED, DENY, LOGDEBUG, LOGINFO, HookAnswer, Plugin, Transaction, arg
 
 DEFAULT_SUBJECTS = (
     "YOUR REPRESENTATIVE ASSISTANCE IS NEEDED",
@@ -33,15 +33,12 @@ class BlockSubject(Plugin):
     """Refuse blocked subjects after DATA."""
 
     name = "block_subject"
-    domains: list[list[str]] = arg.list(help="all, or the recipient domains to protect (commas or spaces)",
-                                        positional=True, repeat=True)
+    domains: list[str] = arg.list(help="all, or the recipient domains to protect (commas or spaces)",
+                                  positional=True)
 
     def register(self, *args: str) -> None:
         """Subjects from ``config/block_subject``."""
-        words = [word.lower() for words in self.domains for word in words]
-        if not words:
-            raise ArgumentError(f"plugin {self.plugin_name}: argument domains: is required "
-                                "('all' or recipient domains)")
+        words = [word.lower() for word in self.domains]
         self.protected = None if words[0] == "all" else set(words)
         lines = self.config_list("block_subject") or list(DEFAULT_SUBJECTS)
         self.subjects: list[str | re.Pattern[str]] = [

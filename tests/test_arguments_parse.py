@@ -9,7 +9,7 @@ from typing import Any
 from twisted.trial import unittest
 
 from qptwisted import ArgumentError, Plugin, arg
-from qptwisted.core.arguments import parse_duration
+from qptwisted.core.arguments import help_text, parse_duration
 from qptwisted.testing import make_engine
 
 
@@ -26,6 +26,12 @@ class Spread(Plugin):
     name = "test_arguments_spread"
     first = arg.str(help="the first word", positional=True)
     rest = arg.str(help="every other word", positional=True, repeat=True)
+
+
+class Domains(Plugin):
+    name = "test_arguments_domains"
+    domains = arg.list(help="the domains", positional=True)
+    verbose = arg.flag("say more")
 
 
 class Files(Plugin):
@@ -93,6 +99,15 @@ class ParseTests(unittest.TestCase):
     def test_repeatable_positional_takes_the_rest(self) -> None:
         spread = load(Spread, "one", "two", "three", "fail_open", "yes")
         self.assertEqual((spread.first, spread.rest, spread.fail_open), ("one", ["two", "three"], True))
+
+    def test_positional_list_takes_every_word_left_with_spaces_or_commas(self) -> None:
+        for words in (("a.test", "b.test"), ("a.test,b.test",), ("a.test,", "b.test", "verbose"),
+                      ("domains", "a.test", "b.test")):
+            self.assertEqual(load(Domains, *words).domains, ["a.test", "b.test"], words)
+        with self.assertRaises(ArgumentError) as raised:
+            load(Domains, "verbose")
+        self.assertIn("argument domains: is required", str(raised.exception))
+        self.assertIn("[domains]                list, required; every word left", help_text(Domains))
 
     def test_paths(self) -> None:
         files = load(Files)

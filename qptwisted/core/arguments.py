@@ -14,7 +14,9 @@ After loading, ``self.black_timeout`` is ``600.0``. Words on the line are
 read left to right: ``name value`` or ``name=value`` for a declared name
 (``-`` and ``_`` are the same; a positional argument may be named too), a
 declared flag alone, anything else fills the next positional argument that
-is still empty (a repeatable positional one takes every word left). A wrong
+is still empty (a repeatable positional one, or a positional ``arg.list``,
+takes every word left: ``block_subject a.test b.test`` and
+``block_subject a.test,b.test`` give the same list). A wrong
 value, an unknown name (also an unknown ``name=value``) or a missing
 required argument stops the start with a message that names the plugin,
 the argument and the config line.
@@ -151,7 +153,7 @@ class Argument(Generic[_T]):
     ``positional`` arguments are filled in order by words that are not
     ``name value`` pairs (their name may be given too: qpsmtpd lines such as
     ``noop_counter 5`` and ``noop_counter max 5`` both work; a repeatable
-    one takes every word left); ``flag`` arguments are true when their name is
+    one, and a list (``arg.list``), takes every word left); ``flag`` arguments are true when their name is
     present and take no value; ``repeat`` collects every occurrence into a
     list; ``choices`` limits the (lower-cased) values; ``aliases`` are other
     names for the same argument (qpsmtpd's old spellings).
@@ -191,6 +193,11 @@ class Argument(Generic[_T]):
         instance.__dict__.setdefault("_arguments", {})[self.name] = value
 
     @property
+    def greedy(self) -> bool:
+        """True for a positional argument that takes every positional word left."""
+        return self.positional and (self.repeat or self.kind is WORDS)
+
+    @property
     def required(self) -> bool:
         """True when the line must give it."""
         return self.default is REQUIRED and not self.repeat and not self.flag
@@ -219,7 +226,7 @@ class Argument(Generic[_T]):
             default = f"default {self.default!r}" if not isinstance(self.default, Path) else \
                 f"default {str(self.default)!r}"
         where = f"[{self.name}]" if self.positional else self.name
-        extra = "; repeatable" if self.repeat else ""
+        extra = "; repeatable" if self.repeat else "; every word left" if self.greedy else ""
         alias = f"; also {', '.join(self.aliases)}" if self.aliases else ""
         details = ", ".join(part for part in (kind, default) if part)
         return f"{where:<24} {details}{extra}{alias}\n{'':<24} {self.help}".rstrip()
@@ -261,13 +268,15 @@ def parse_arguments(plugin: Plugin, words: Sequence[str]) -> dict[str, Any]:
         known = ", ".join(sorted(by_key)) or "none"
         return fail(None, f"unknown argument {word!r} (known: {known})")
 
-    def store(argument: Argument[Any], text: str) -> None:
+    def store(argument: Argument[Any], text: str, more: bool = False) -> None:
         try:
             value = argument.read(text, plugin)
         except ValueError as err:
             raise fail(argument, str(err)) from None
         if argument.repeat:
             values.setdefault(argument.name, []).append(value)
+        elif more and argument.name in values:
+            values[argument.name] = values[argument.name] + value  # a positional list: one more word
         elif argument.name in values:
             raise fail(argument, "given twice")
         else:
@@ -275,7 +284,7 @@ def parse_arguments(plugin: Plugin, words: Sequence[str]) -> dict[str, Any]:
 
     def next_positional() -> Argument[Any] | None:
         for argument in positionals:
-            if argument.repeat or argument.name not in values:
+            if argument.greedy or argument.name not in values:
                 return argument
         return None
 
@@ -301,7 +310,7 @@ def parse_arguments(plugin: Plugin, words: Sequence[str]) -> dict[str, Any]:
             slot = next_positional()
             if slot is None:
                 raise unknown(word)
-            store(slot, word)
+            store(slot, word, more=slot.greedy)
             index += 1
     for argument in arguments:
         if argument.name not in values and argument.required:

@@ -5,6 +5,7 @@ same as ``twistd -n --pidfile= qpsmtpd``). A first word naming a tool runs
 that tool instead::
 
     qpsmtpd help-plugin NAME      the plugin's summary and its arguments (also --help-plugin NAME)
+    qpsmtpd new-plugin NAME       write NAME.py, a plugin to start from, and its test (--dir DIR)
 
 Each tool is a function ``(argv) -> exit status`` in :data:`TOOLS`.
 """
@@ -15,6 +16,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from qptwisted.service.newplugin import new_plugin
 
 
 def help_plugin(argv: Sequence[str]) -> int:
@@ -41,6 +44,7 @@ def help_plugin(argv: Sequence[str]) -> int:
 #: the tools, by the first word of the command line
 TOOLS: dict[str, Callable[[Sequence[str]], int]] = {
     "help-plugin": help_plugin,
+    "new-plugin": new_plugin,
 }
 
 
