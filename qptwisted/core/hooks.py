@@ -388,9 +388,11 @@ class HookRunner:
         if first:
 
             def cancel(_: Deferred[HookResult]) -> None:
-                # the caller gave up (the client went away): stop quietly, no reply, no fault
+                # the caller gave up (the client went away): stop quietly, no reply, no fault;
+                # a settle hook (queue) is left to finish its delivery
                 run.cancelled = True
-                deferred.cancel()
+                if not spec.settle:
+                    deferred.cancel()
 
             run.outer = Deferred(cancel)
         deferred.addCallbacks(answered, failed).addErrback(self._broken, run, registration)

@@ -73,6 +73,7 @@ class SMTPProtocol(Protocol):
         self._blocked = False  # the client does not read its replies
         self._reading = True
         self._receiver: MessageReceiver | None = None
+        self._step: Deferred[Any] | None = None  # what the command in flight waits for
         self._timer: IDelayedCall | None = None
         self._started = 0.0  # connection made
         self._turn = 0.0  # the client's turn began: our last answer, or the start of the message
@@ -105,6 +106,9 @@ class SMTPProtocol(Protocol):
         self._timer = None
         self.factory.closed(self.session.connection.remote_ip)
         self._receiver = None
+        step, self._step = self._step, None
+        if step is not None and not step.called:
+            step.cancel()  # the client is gone: stop waiting (a queue delivery still runs to its end)
         try:
             self.session.connection_lost()
         finally:
@@ -260,6 +264,7 @@ class SMTPProtocol(Protocol):
         if step is None:
             return
         self._busy = True
+        self._step = step
         session = self.session
         if session.sync_point and self._buffer:
             session.connection.early_talker = True  # sent in one go with what must be answered first
@@ -268,6 +273,7 @@ class SMTPProtocol(Protocol):
 
     def _resume(self, result: object) -> None:
         self._busy = False
+        self._step = None
         if self.session.closed:
             return
         self._turn = self.engine.clock.seconds()
