@@ -114,8 +114,13 @@ class HTTPConfig(Plugin):
     def _refresh_first(self) -> Deferred[None]:
         d = self.refresh_all()
         if not self.ready.called:
-            d.addBoth(lambda result: (self.ready.callback(None), result)[1])
+            d.addBoth(self._first_done)
         return d
+
+    def _first_done(self, result: Any) -> Any:
+        if not self.ready.called:
+            self.ready.callback(None)
+        return result
 
     # -- the hook --------------------------------------------------------------
     def hook_config(self, transaction: None, name: str) -> HookAnswer:
