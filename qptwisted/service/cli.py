@@ -5,6 +5,9 @@ same as ``twistd -n --pidfile= qpsmtpd``). A first word naming a tool runs
 that tool instead::
 
     qpsmtpd help-plugin NAME      the plugin's summary and its arguments (also --help-plugin NAME)
+    qpsmtpd karma list|show IP|set IP N|capture IP|release IP|delete IP
+    qpsmtpd greylist list|whitelist IP|remove IP
+    qpsmtpd log-summary FILE...   per plugin, what it refused (logging/json logs)
 
 Each tool is a function ``(argv) -> exit status`` in :data:`TOOLS`.
 """
@@ -15,6 +18,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from qptwisted.service import tools
 
 
 def help_plugin(argv: Sequence[str]) -> int:
@@ -41,6 +46,9 @@ def help_plugin(argv: Sequence[str]) -> int:
 #: the tools, by the first word of the command line
 TOOLS: dict[str, Callable[[Sequence[str]], int]] = {
     "help-plugin": help_plugin,
+    "karma": tools.karma,
+    "greylist": tools.greylist,
+    "log-summary": tools.log_summary,
 }
 
 
