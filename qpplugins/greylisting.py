@@ -12,8 +12,10 @@ Which parts form the key: ``remote_ip`` (default 1), ``sender`` (0),
 ``rcpt`` for each recipient; otherwise at ``mail`` (or, with ``deny_late``,
 the refusal waits until ``data``). Not greylisted: relay clients,
 authenticated users, whitelisted hosts/senders, clients matched by
-``greylist_exclude_files``, and clients outside the ``p0f`` / ``geoip``
-selections when those are given.
+``greylist_exclude_files``, clients whitelisted in the store with
+``qpsmtpd greylist whitelist IP``, and clients outside the ``p0f`` /
+``geoip`` selections when those are given. ``qpsmtpd greylist list`` shows
+the triplets.
 
 Arguments (``name value`` pairs):
 

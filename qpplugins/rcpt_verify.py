@@ -3,8 +3,8 @@
 qpsmtpd's ``qmail_deliverable``, for any downstream that speaks SMTP or LMTP
 (Postfix, Dovecot LMTP, Exim, another qptwisted). For each recipient the
 plugin opens (or reuses) a connection to the downstream, says ``MAIL
-FROM:<>`` and ``RCPT TO:<recipient>``, then ``RSET``: no message is ever
-sent. The answer:
+FROM:<>`` and ``RCPT TO:<recipient>``, and ``RSET`` before the next probe:
+no message is ever sent. The answer:
 
 - ``250``/``251``: the user exists; the plugin declines, so ``rcpt_ok``
   and the other recipient plugins still decide (``accept 1`` accepts at
@@ -215,10 +215,7 @@ class RecipientVerify(Plugin):
                 client.abort()
             self.log(LOGWARN, f"cannot ask {self.describe()} about <{address}>: {type(err).__name__}: {err}")
             return None
-        if await client.reset():
-            self.pool.give_back(client)
-        else:
-            client.abort()
+        self.pool.give_back(client)  # the pool resets it (RSET) before the next probe, or closes it
         if rcpt is None:
             self.log(LOGWARN, f"{self.describe()} refused the probe's MAIL FROM:<{self.sender}>: {mail}")
             return None
