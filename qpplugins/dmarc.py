@@ -9,7 +9,9 @@ envelope domain or a DKIM signature of an aligned domain passed (``adkim``
 and ``aspf``: relaxed = same organizational domain, strict = same domain).
 The result goes into Authentication-Results as ``dmarc=pass|fail|none|
 temperror|permerror (p=<policy> dis=<disposition>) header.from=<domain>``
-and into the transaction note ``dmarc`` (a dict).
+and into the transaction note ``dmarc`` (a dict; with a policy it also holds
+the domain that published it, ``policy_domain``, and the record's tags,
+``record``, for ``dmarc_report``).
 
 The disposition is carried out at ``data_post``: ``reject`` refuses
 (``pct`` is honoured), ``quarantine`` adds ``X-DMARC-Quarantine: yes`` for
@@ -107,7 +109,7 @@ class DMARC(PolicyPlugin):
         result = "pass" if passed else "fail"
         transaction.notes["dmarc"] = {"result": result, "domain": from_domain, "policy": policy,
                                       "disposition": disposition, "spf_aligned": spf_ok,
-                                      "dkim_aligned": dkim_ok}
+                                      "dkim_aligned": dkim_ok, "policy_domain": where, "record": tags}
         transaction.auth_results.append(
             f"dmarc={result} (p={policy} dis={disposition}) header.from={from_domain}")
         self.log(LOGINFO, f"{result}, {from_domain} p={policy} dis={disposition}")

@@ -12,8 +12,10 @@ Which parts form the key: ``remote_ip`` (default 1), ``sender`` (0),
 ``rcpt`` for each recipient; otherwise at ``mail`` (or, with ``deny_late``,
 the refusal waits until ``data``). Not greylisted: relay clients,
 authenticated users, whitelisted hosts/senders, clients matched by
-``greylist_exclude_files``, and clients outside the ``p0f`` / ``geoip``
-selections when those are given.
+``greylist_exclude_files``, clients whitelisted in the store with
+``qpsmtpd greylist whitelist IP``, and clients outside the ``p0f`` /
+``geoip`` selections when those are given. ``qpsmtpd greylist list`` shows
+the triplets.
 
 Arguments (``name value`` pairs):
 
@@ -79,6 +81,7 @@ from qptwisted import (
 )
 from qptwisted.lib.ipmatch import IPMatcher
 from qptwisted.lib.policy import PolicyPlugin
+from qptwisted.lib.reputation import CLIENT_PREFIX, GreyRecord
 from qptwisted.lib.store import open_store
 
 DEFAULT_MESSAGE = "This mail is temporarily denied"
@@ -213,37 +216,53 @@ class Greylisting(PolicyPlugin):
             parts.append(rcpt.canonical.lower())
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:40]
 
+    def label(self, transaction: Transaction, sender: Address, rcpt: Address | None) -> str:
+        """What the key was made of, kept beside the counts for ``qpsmtpd greylist list``."""
+        parts = [transaction.connection.remote_ip if self.use_ip else "*",
+                 f"<{sender.canonical.lower()}>" if self.use_sender else "*"]
+        parts.append(f"<{rcpt.canonical.lower()}>" if rcpt is not None else "*")
+        return " ".join(parts)
+
     def greylist(self, transaction: Transaction, sender: Address, rcpt: Address | None) -> Deferred[Any]:
         """Look the triplet up, update it, and answer DECLINED or DENYSOFT."""
         key = self.key(transaction, sender, rcpt)
+        label = self.label(transaction, sender, rcpt)
         now = float(self.clock.seconds())
 
         def decide(value: str | None) -> Deferred[Any]:
-            first, black, white = now, 0, 0
             if value is not None:
-                first_text, black_text, white_text = value.split(":")
-                first, black, white = float(first_text), int(black_text), int(white_text)
+                record = GreyRecord.parse(value)
+                first, black, white = record.first, record.blocked, record.passed
                 if white:
-                    return self._store(key, f"{now}:{black}:{white + 1}", now, self.white, "pass, white",
-                                       DECLINED)
+                    return self._store(key, GreyRecord(now, black, white + 1, label), now, self.white,
+                                       "pass, white", DECLINED)
                 if now < first + self.black:
-                    return self._store(key, f"{first}:{black + 1}:0", now, first + self.grey - now,
-                                       "fail, retry too early", (DENYSOFT, self.message))
+                    retry = GreyRecord(first, black + 1, 0, label)
+                    return self._store(key, retry, now, first + self.grey - now, "fail, retry too early",
+                                       (DENYSOFT, self.message))
                 if now < first + self.grey:
-                    return self._store(key, f"{now}:{black}:1", now, self.white, "pass, retry after delay",
-                                       DECLINED)
-            return self._store(key, f"{now}:1:0", now, self.grey, "fail, first time seen",
+                    return self._store(key, GreyRecord(now, black, 1, label), now, self.white,
+                                       "pass, retry after delay", DECLINED)
+            return self._store(key, GreyRecord(now, 1, 0, label), now, self.grey, "fail, first time seen",
                                (DENYSOFT, self.message))
+
+        def client(whitelisted: str | None) -> Any:
+            if whitelisted is not None:
+                self.log(LOGINFO, "pass, client whitelisted with qpsmtpd greylist whitelist")
+                return DECLINED
+            return self.store.get(key, now).addCallback(decide)
 
         def broken(failure: Any) -> HookAnswer:
             self.log(LOGWARN, f"store failed, not greylisting: {failure.getErrorMessage()}")
             return DECLINED
 
-        return self.store.get(key, now).addCallback(decide).addErrback(broken)
+        ip = transaction.connection.remote_ip
+        return self.store.get(CLIENT_PREFIX + ip, now).addCallback(client).addErrback(broken)
 
-    def _store(self, key: str, value: str, now: float, ttl: float, log: str, answer: Any) -> Deferred[Any]:
+    def _store(self, key: str, record: GreyRecord, now: float, ttl: float, log: str,
+               answer: Any) -> Deferred[Any]:
         self.log(LOGINFO, log)
         if answer is not DECLINED and self.reject == "0":
             self.log(LOGINFO, "reject 0: not refusing")
             answer = DECLINED
-        return self.store.put(key, value, now, ttl).addCallback(lambda _: answer)
+        return self.store.put(key, str(record), now, ttl).addCallback(lambda _: answer)

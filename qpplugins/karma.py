@@ -49,29 +49,8 @@ from twisted.internet.defer import Deferred
 
 from qptwisted import DECLINED, LOGINFO, LOGWARN, Code, HookAnswer, Transaction, arg
 from qptwisted.lib.policy import PolicyPlugin, reject_type_argument
+from qptwisted.lib.reputation import KARMA_TTL, History
 from qptwisted.lib.store import open_store
-
-#: how long history is kept without new connections
-HISTORY_TTL = 365 * 86400
-
-
-class History:
-    """One IP's record: ``penalty_start:naughty:nice:connects``."""
-
-    __slots__ = ("penalty_start", "naughty", "nice", "connects")
-
-    def __init__(self, value: str | None = None) -> None:
-        parts = (value or "0:0:0:0").split(":")
-        self.penalty_start = float(parts[0])
-        self.naughty, self.nice, self.connects = (int(p) for p in parts[1:4])
-
-    @property
-    def score(self) -> int:
-        """nice - naughty."""
-        return self.nice - self.naughty
-
-    def __str__(self) -> str:
-        return f"{self.penalty_start}:{self.naughty}:{self.nice}:{self.connects}"
 
 
 class Karma(PolicyPlugin):
@@ -158,7 +137,7 @@ class Karma(PolicyPlugin):
                     self.log(LOGINFO, f"{ip} goes into the penalty box (history {history.score})")
             elif karma > 0:
                 history.nice += 1
-            return self.store.put(ip, str(history), now, HISTORY_TTL).addCallback(lambda _: DECLINED)
+            return self.store.put(ip, str(history), now, KARMA_TTL).addCallback(lambda _: DECLINED)
 
         def failed(failure: Any) -> HookAnswer:
             self.log(LOGWARN, f"store failed: {failure.getErrorMessage()}")

@@ -7,7 +7,11 @@ Each line is an object such as::
      "msg": "..."}
 
 (``conn``/``txn``/``ip`` are left out for lines not tied to a connection),
-ready for jq, Loki, Elasticsearch and friends. Haraka users asked for this
+ready for jq, Loki, Elasticsearch and friends. Every refusal a plugin
+answers is a line of its own, ``"event": "deny"`` with the ``"hook"``,
+``"code"`` (``DENY``, ``DENYSOFT`` ...), ``"stage"`` (``message`` for the
+hooks from MAIL to the queue, else ``connection``) and the reply text in
+``"msg"`` (level INFO), which ``qpsmtpd log-summary`` counts. Haraka users asked for this
 (``log.ini format=json``); qpsmtpd has nothing like it.
 
 Arguments: ``[loglevel N] [PATH]``; ``PATH`` may contain strftime patterns
@@ -29,9 +33,13 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from qptwisted import OK, HookAnswer, Plugin, arg
+from qptwisted import DECLINED, LOGINFO, OK, Code, HookAnswer, Plugin, Transaction, arg
 
 from ._common import LEVEL_NAMES, LogFile, ids, level_argument
+
+#: the hooks whose refusals refuse a message (a transaction), not a connection
+MESSAGE_HOOKS = frozenset({"mail_pre", "mail", "rcpt_pre", "rcpt", "data", "data_headers_end", "data_post",
+                           "queue_pre", "queue"})
 
 
 class JsonLog(Plugin):
@@ -74,12 +82,25 @@ class JsonLog(Plugin):
         event["msg"] = message
         return event
 
+    def hook_deny(self, transaction: Transaction | None, plugin: str | None, code: Code,
+                  message: str | None) -> HookAnswer:
+        if LOGINFO <= self.level:
+            hook = self.engine.hooks.observed_hook
+            event = self.event(transaction, LOGINFO, hook, plugin, message or "")
+            stage = "message" if hook in MESSAGE_HOOKS else "connection"
+            event.update(event="deny", code=code.name, stage=stage)
+            self.write(json.dumps(event, ensure_ascii=False))
+        return DECLINED
+
+    def write(self, line: str) -> None:
+        """One line to the file, or to the stream."""
+        if self.file is None:
+            (self.stream or sys.stderr).write(line + "\n")
+        else:
+            self.file.write(line + "\n")
+
     def hook_logging(self, transaction: object, level: int, hook: str | None, plugin: str | None,
                      message: str) -> HookAnswer:
         if level <= self.level:
-            line = json.dumps(self.event(transaction, level, hook, plugin, message), ensure_ascii=False)
-            if self.file is None:
-                (self.stream or sys.stderr).write(line + "\n")
-            else:
-                self.file.write(line + "\n")
+            self.write(json.dumps(self.event(transaction, level, hook, plugin, message), ensure_ascii=False))
         return OK

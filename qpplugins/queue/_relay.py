@@ -18,18 +18,11 @@ text names the refused recipients and the downstream's reply.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from pathlib import Path
 from typing import Any, ClassVar
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
-from twisted.internet.endpoints import (
-    HostnameEndpoint,
-    TCP4ClientEndpoint,
-    TCP6ClientEndpoint,
-    UNIXClientEndpoint,
-)
 from twisted.internet.interfaces import IStreamClientEndpoint
 
 from qptwisted import DENY, DENYSOFT, LOGERROR, LOGINFO, LOGWARN, OK, Plugin, Transaction, arg
@@ -41,22 +34,11 @@ from qptwisted.lib.smtpclient import (
     SMTPClient,
     Timeouts,
     connect_client,
+    parse_target,
+    target_endpoint,
 )
 
 _QUEUED_AS = re.compile(r"queued as ([A-Za-z0-9]+)", re.IGNORECASE)
-
-
-def parse_target(target: str, default_port: int) -> tuple[str, int | None]:
-    """``host``, ``host:port``, ``[v6]:port``, ``v6`` or ``/path`` -> (host or path, port or None)."""
-    if target.startswith("/"):
-        return target, None
-    if target.startswith("["):
-        host, _, rest = target[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else default_port
-    if target.count(":") == 1:
-        host, _, port = target.partition(":")
-        return host, int(port)
-    return target, default_port
 
 
 class RelayQueue(Plugin):
@@ -108,15 +90,7 @@ class RelayQueue(Plugin):
         reactor = self.reactor
         if reactor is None:
             from twisted.internet import reactor
-        if self.port is None:
-            return UNIXClientEndpoint(reactor, self.host, timeout=int(self.timeouts.connect))
-        try:
-            ip = ipaddress.ip_address(self.host)
-        except ValueError:
-            return HostnameEndpoint(reactor, self.host.encode("idna"), self.port,
-                                    timeout=self.timeouts.connect)
-        endpoint = TCP6ClientEndpoint if ip.version == 6 else TCP4ClientEndpoint
-        return endpoint(reactor, self.host, self.port, timeout=int(self.timeouts.connect))
+        return target_endpoint(reactor, self.host, self.port, self.timeouts.connect)
 
     def tls_context(self) -> Any:
         """The client TLS options: verified against ``cafile`` (or the system) if ``verify``."""

@@ -245,6 +245,8 @@ class HookRunner:
         self._observed = False
         #: the transaction whose hook is running now (loggers tag lines with its ids)
         self.current: Transaction | None = None
+        #: while the ``deny``/``ok`` observers run: the hook whose answer they hear
+        self.observed_hook: str | None = None
         #: faults (plugin crashed or answered nonsense) per (plugin, hook)
         self.faults: Counter[tuple[str, str]] = Counter()
 
@@ -419,7 +421,7 @@ class HookRunner:
             return self._fault(spec, registration, f"returned {value!r}, which is not an answer "
                                "(return DECLINED, a code, or (code, 'message'))", transaction)
         if self._observed and spec.observed:
-            self._observe(transaction, result)
+            self._observe(transaction, result, spec.name)
         return result
 
     def _fault(self, spec: HookSpec, registration: Registration, why: Failure | str,
@@ -436,13 +438,18 @@ class HookRunner:
             return None
         return HookResult(DENYSOFT, None, FAULT, registration.plugin)
 
-    def _observe(self, transaction: Transaction | None, result: HookResult) -> None:
+    def _observe(self, transaction: Transaction | None, result: HookResult, hook: str | None = None) -> None:
         observer = "deny" if result.code in DENY_CODES else "ok"
-        for registration in self.chains.get(observer, ()):
-            try:
-                registration.function(transaction, result.plugin, result.code, result.message)
-            except Exception:
-                self._fault(HOOKS[observer], registration, Failure(), transaction)
+        # observers may read which hook answered (logging/json writes it) without a new argument
+        previous, self.observed_hook = self.observed_hook, hook
+        try:
+            for registration in self.chains.get(observer, ()):
+                try:
+                    registration.function(transaction, result.plugin, result.code, result.message)
+                except Exception:
+                    self._fault(HOOKS[observer], registration, Failure(), transaction)
+        finally:
+            self.observed_hook = previous
 
 
 def _cancel_timer(result: Any, timer: Any) -> Any:

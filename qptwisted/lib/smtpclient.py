@@ -17,6 +17,7 @@ chunk, respecting the transport's flow control.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -24,6 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    UNIXClientEndpoint,
+)
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
@@ -92,6 +99,31 @@ class DeliveryResult:
                 out[rcpt] = self.data
             # else: accepted, but the message was not sent because another recipient was refused
         return out
+
+
+def parse_target(target: str, default_port: int) -> tuple[str, int | None]:
+    """``host``, ``host:port``, ``[v6]:port``, ``v6`` or ``/path`` -> (host or path, port or None)."""
+    if target.startswith("/"):
+        return target, None
+    if target.startswith("["):
+        host, _, rest = target[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    if target.count(":") == 1:
+        host, _, port = target.partition(":")
+        return host, int(port)
+    return target, default_port
+
+
+def target_endpoint(reactor: Any, host: str, port: int | None, timeout: float) -> IStreamClientEndpoint:
+    """The client endpoint of a :func:`parse_target` result: a UNIX socket, an IP address or a host name."""
+    if port is None:
+        return UNIXClientEndpoint(reactor, host, timeout=int(timeout))
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return HostnameEndpoint(reactor, host.encode("idna"), port, timeout=timeout)
+    endpoint = TCP6ClientEndpoint if ip.version == 6 else TCP4ClientEndpoint
+    return endpoint(reactor, host, port, timeout=int(timeout))
 
 
 def xtext(value: str) -> str:

@@ -52,6 +52,9 @@ class KVStore(Protocol):
     def delete(self, key: str) -> Deferred[None]:
         """Forget ``key``."""
 
+    def items(self, now: float) -> Deferred[list[tuple[str, str, float]]]:
+        """Every live ``(key, value, expires)``, sorted by key (for the inspection tools)."""
+
     def close(self) -> None:
         """Release the connection."""
 
@@ -75,9 +78,11 @@ class SQLiteStore:
             self._db.execute(f"CREATE TABLE IF NOT EXISTS {table} "
                              "(key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL)")
 
-    def _call(self, sql: str, args: tuple[Any, ...], fetch: bool = False) -> Any:
+    def _call(self, sql: str, args: tuple[Any, ...], fetch: bool | str = False) -> Any:
         with self._lock:
             cursor = self._db.execute(sql, args)
+            if fetch == "all":
+                return cursor.fetchall()
             return cursor.fetchone() if fetch else None
 
     def get(self, key: str, now: float) -> Deferred[str | None]:
@@ -93,6 +98,11 @@ class SQLiteStore:
     def delete(self, key: str) -> Deferred[None]:
         """Forget ``key``."""
         return self._run(self._call, f"DELETE FROM {self.table} WHERE key = ?", (key,))
+
+    def items(self, now: float) -> Deferred[list[tuple[str, str, float]]]:
+        """Every live ``(key, value, expires)``, sorted by key."""
+        return self._run(self._call, f"SELECT key, value, expires FROM {self.table} WHERE expires > ? "
+                         "ORDER BY key", (now,), "all").addCallback(lambda rows: [tuple(r) for r in rows])
 
     def prune(self, now: float) -> Deferred[None]:
         """Drop every entry expired at ``now``."""
@@ -138,6 +148,23 @@ class RedisStore:
     def delete(self, key: str) -> Deferred[None]:
         """Forget ``key``."""
         return self._run(self._redis.delete, self._key(key)).addCallback(lambda _: None)
+
+    def _items(self, now: float) -> list[tuple[str, str, float]]:
+        keys = sorted(self._redis.scan_iter(match=f"{self.prefix}:*", count=1000))
+        found = []
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            for key, raw in zip(chunk, self._redis.mget(chunk), strict=True):
+                if raw is None:
+                    continue
+                expires, _, value = str(raw).partition("|")
+                if float(expires) > now:
+                    found.append((key[len(self.prefix) + 1:], value, float(expires)))
+        return found
+
+    def items(self, now: float) -> Deferred[list[tuple[str, str, float]]]:
+        """Every live ``(key, value, expires)``, sorted by key (SCAN: fine for inspection, not for hooks)."""
+        return self._run(self._items, now)
 
     def close(self) -> None:
         """Close the connection pool."""

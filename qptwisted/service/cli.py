@@ -6,6 +6,9 @@ that tool instead::
 
     qpsmtpd help-plugin NAME      the plugin's summary and its arguments (also --help-plugin NAME)
     qpsmtpd new-plugin NAME       write NAME.py, a plugin to start from, and its test (--dir DIR)
+    qpsmtpd karma list|show IP|set IP N|capture IP|release IP|delete IP
+    qpsmtpd greylist list|whitelist IP|remove IP
+    qpsmtpd log-summary FILE...   per plugin, what it refused (logging/json logs)
 
 Each tool is a function ``(argv) -> exit status`` in :data:`TOOLS`.
 """
@@ -18,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from qptwisted.service.newplugin import new_plugin
+from qptwisted.service import tools
 
 
 def help_plugin(argv: Sequence[str]) -> int:
@@ -45,6 +49,9 @@ def help_plugin(argv: Sequence[str]) -> int:
 TOOLS: dict[str, Callable[[Sequence[str]], int]] = {
     "help-plugin": help_plugin,
     "new-plugin": new_plugin,
+    "karma": tools.karma,
+    "greylist": tools.greylist,
+    "log-summary": tools.log_summary,
 }
 
 
