@@ -20,8 +20,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from qptwisted.service.newplugin import new_plugin
 from qptwisted.service import tools
+from qptwisted.service.newplugin import new_plugin
 
 
 def help_plugin(argv: Sequence[str]) -> int:
