@@ -5,6 +5,7 @@ same as ``twistd -n --pidfile= qpsmtpd``). A first word naming a tool runs
 that tool instead::
 
     qpsmtpd help-plugin NAME      the plugin's summary and its arguments (also --help-plugin NAME)
+    qpsmtpd migrate DIR           how a qpsmtpd config directory loads here, line by line
 
 Each tool is a function ``(argv) -> exit status`` in :data:`TOOLS`.
 """
@@ -38,9 +39,17 @@ def help_plugin(argv: Sequence[str]) -> int:
     return 0
 
 
+def _migrate(argv: Sequence[str]) -> int:
+    """``qpsmtpd migrate DIR`` (:mod:`qptwisted.service.migrate`)."""
+    from qptwisted.service.migrate import migrate
+
+    return migrate(argv)
+
+
 #: the tools, by the first word of the command line
 TOOLS: dict[str, Callable[[Sequence[str]], int]] = {
     "help-plugin": help_plugin,
+    "migrate": _migrate,
 }
 
 
