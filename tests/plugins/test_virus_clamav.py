@@ -14,10 +14,7 @@ from twisted.trial import unittest
 
 from qptwisted import DECLINED, DENY, DENYSOFT
 from qptwisted.testing import make_engine, make_transaction, run_hook
-
-#: the EICAR anti-virus test file, put together here so that no scanner flags this source file
-EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
-SIGNATURE = "QPT.Test.EICAR"
+from tests.plugins.clamav_support import EICAR, SIGNATURE, signatures
 
 CLEAN = b"From: alice@example.org\nSubject: lunch\nMessage-Id: <c-1@example.org>\n\nShall we?\n"
 
@@ -29,13 +26,6 @@ def with_attachment(payload: bytes) -> bytes:
             b"--b1\nContent-Type: text/plain\n\nsee attached\n"
             b"--b1\nContent-Type: application/octet-stream; name=\"r.com\"\n"
             b"Content-Transfer-Encoding: base64\n\n" + base64.encodebytes(payload) + b"--b1--\n")
-
-
-def signatures(directory: Path) -> Path:
-    """A ClamAV body-signature database (``.ndb``) that knows only the EICAR test file."""
-    database = directory / "test.ndb"
-    database.write_text(f"{SIGNATURE}:0:*:{EICAR.hex()}\n")
-    return database
 
 
 class ClamScanTests(unittest.TestCase):
