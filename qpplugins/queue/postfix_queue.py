@@ -27,12 +27,12 @@ Arguments: ``[SOCKET] [FLAG_...] [timeout=S]``.
     that is not a flag stops the start (qpsmtpd logged it and went on).
 ``timeout=S``
     give up on a ``cleanup`` that has not answered after S seconds (default
-    600): ``451``.
+    600): ``452``.
 
 Answers: queued is ``250``; a refusal by ``cleanup`` (``header_checks``
 REJECT, too big, too many hops, no recipients) is ``552`` with Postfix's
 reason; a temporary failure (``cleanup`` deferred, could not write the queue
-file, a broken lookup table) is ``452``; no ``cleanup`` to talk to is ``451``.
+file, a broken lookup table) is ``452``; no ``cleanup`` to talk to is ``452`` too.
 Besides qpsmtpd's records it passes ``rewrite_context=remote`` (the mail came
 from outside, so Postfix does not qualify addresses in its headers as local
 mail) and the client's name, address and HELO for Postfix's log.
