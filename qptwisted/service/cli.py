@@ -17,6 +17,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from qptwisted.service.migrate import migrate
+
 
 def help_plugin(argv: Sequence[str]) -> int:
     """``qpsmtpd help-plugin NAME [--config DIR]``: what a plugin does and which arguments it takes."""
@@ -39,17 +41,10 @@ def help_plugin(argv: Sequence[str]) -> int:
     return 0
 
 
-def _migrate(argv: Sequence[str]) -> int:
-    """``qpsmtpd migrate DIR`` (:mod:`qptwisted.service.migrate`)."""
-    from qptwisted.service.migrate import migrate
-
-    return migrate(argv)
-
-
 #: the tools, by the first word of the command line
 TOOLS: dict[str, Callable[[Sequence[str]], int]] = {
     "help-plugin": help_plugin,
-    "migrate": _migrate,
+    "migrate": migrate,
 }
 
 
