@@ -40,8 +40,7 @@ Arguments (``name value`` pairs):
 ``geoip US,CN``
     greylist only clients whose ``geoip_country`` note is in the list.
 ``mode``
-    qpsmtpd's old switch; accepted and ignored (``reject 0`` is its
-    ``testonly``).
+    qpsmtpd's old switch: ``testonly`` and ``off`` mean ``reject 0``.
 
 Config files:
 
@@ -51,6 +50,8 @@ Config files:
     suffixes (``example.org`` matches ``mx.example.org``), or ``/regex/``
     on the client's host name.
 ``denysoft_greylist``
+    qpsmtpd's parameter file: its ``name value`` lines (``black_timeout 300``)
+    are parameters the ``config/plugins`` line overrides; any other line is
     the refusal text (default "This mail is temporarily denied").
 
 config/plugins::
@@ -63,6 +64,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,7 @@ from qptwisted import (
     LOGINFO,
     LOGWARN,
     Address,
+    Argument,
     ArgumentError,
     HookAnswer,
     Transaction,
@@ -136,7 +139,35 @@ class Greylisting(PolicyPlugin):
     redis: str | None = arg.str(None, "keep the triplets in Redis instead: redis://host:port/db")
     p0f: list[str] = arg.list([], "greylist only clients whose p0f note has one of these values")
     geoip: list[str] = arg.list([], "greylist only clients from these countries (geoip_country note)")
-    mode: str | None = arg.str(None, "qpsmtpd's old switch; accepted and ignored")
+    mode: str | None = arg.str(None, "qpsmtpd's old switch: testonly or off is reject 0")
+
+    def configure(self, words: Sequence[str] | None = None) -> None:
+        """qpsmtpd's ``config/denysoft_greylist``: its ``name value`` lines are parameters the line overrides.
+
+        Its other lines are the refusal text.
+        """
+        words = list(self.args if words is None else words)
+        given = _named(words)
+        self.texts: list[str] = []
+        for line in self.config_list("denysoft_greylist"):
+            name, _, value = line.partition(" ")
+            key = name.lower().replace("-", "_")
+            if not isinstance(getattr(type(self), key, None), Argument) or not value.strip():
+                self.texts.append(line)
+            elif key not in given:
+                words += [key, value.strip()]
+                given.add(key)
+        if str(self.mode_of(words)).lower() in ("testonly", "off") and "reject" not in given:
+            words += ["reject", "0"]
+        super().configure(words)
+
+    @staticmethod
+    def mode_of(words: Sequence[str]) -> str | None:
+        """The value of a ``mode`` word pair, if any."""
+        for index, word in enumerate(words[:-1]):
+            if word.lower() == "mode":
+                return words[index + 1]
+        return None
 
     def register(self, *args: str) -> None:
         """Open the store, read the exclude files."""
@@ -152,7 +183,7 @@ class Greylisting(PolicyPlugin):
         self.exclude = ExcludeList(lines)
         self.countries = [country.upper() for country in self.geoip]
         self.systems = [system.lower() for system in self.p0f]
-        self.message = " ".join(self.config_list("denysoft_greylist")) or DEFAULT_MESSAGE
+        self.message = " ".join(self.texts) or DEFAULT_MESSAGE
         db_dir = self.db_dir or self.engine.settings.spool_dir
         self.store = open_store(self.redis, os.path.join(db_dir, "greylisting.sqlite"), "greylist",
                                 self.engine)
@@ -266,3 +297,14 @@ class Greylisting(PolicyPlugin):
             self.log(LOGINFO, "reject 0: not refusing")
             answer = DECLINED
         return self.store.put(key, str(record), now, ttl).addCallback(lambda _: answer)
+
+
+def _named(words: Sequence[str]) -> set[str]:
+    """The argument names a greylisting line gives (``name value`` pairs or ``name=value``)."""
+    names: set[str] = set()
+    index = 0
+    while index < len(words):
+        key, equals, _ = words[index].partition("=")
+        names.add(key.lower().replace("-", "_"))
+        index += 1 if equals else 2
+    return names

@@ -1,60 +1,21 @@
 """Queue plugins that hand each message to a local program (qmail-queue, sendmail, exim).
 
-:class:`ProgramQueue` starts the program with :meth:`reactor.spawnProcess`
-(the reactor never waits on it), writes the message and anything else to
-the program's input descriptors, collects what it prints, and kills it
+:class:`ProgramQueue` runs the program with :func:`qptwisted.lib.program.run_program`
+(the reactor never waits on it): the message and anything else go to the
+program's input descriptors, what it prints is collected, and it is killed
 after ``timeout=S`` seconds on the engine clock. Subclasses say which
 program, which arguments and inputs, and what its exit code means.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import Any
 
-from twisted.internet import error, protocol
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.python.failure import Failure
+from twisted.internet.defer import Deferred
 
 from qptwisted import DENY, DENYSOFT, LOGERROR, LOGINFO, OK, Plugin, Transaction, arg
-
-#: how much of the program's output is kept for the log
-OUTPUT_LIMIT = 4096
-
-
-class ProgramResult(NamedTuple):
-    """How a queue program ended: its exit code (``None`` if killed) and its output."""
-
-    code: int | None
-    output: str
-
-
-class _ProgramProcess(protocol.ProcessProtocol):
-    """Feeds each input descriptor in turn, collects output, reports the exit code."""
-
-    def __init__(self, inputs: dict[int, Iterable[bytes]]) -> None:
-        self.inputs = inputs
-        self.output = b""
-        self.done: Deferred[int | None] = Deferred()
-
-    def connectionMade(self) -> None:
-        transport: Any = self.transport
-        try:
-            for fd, chunks in self.inputs.items():
-                for chunk in chunks:
-                    transport.writeToChild(fd, chunk)
-                transport.closeChildFD(fd)
-        except Exception:
-            transport.signalProcess("KILL")
-
-    def childDataReceived(self, fd: int, data: bytes) -> None:
-        if len(self.output) < OUTPUT_LIMIT:
-            self.output += data
-
-    def processEnded(self, reason: Failure) -> None:
-        # ProcessDone carries 0, ProcessTerminated the code, or None when a signal killed it
-        self.done.callback(getattr(reason.value, "exitCode", None))
+from qptwisted.lib.program import ProgramNotStarted, ProgramResult, run_program
 
 
 class ProgramQueue(Plugin):
@@ -129,35 +90,10 @@ class ProgramQueue(Plugin):
 
     async def run(self, transaction: Transaction) -> ProgramResult | None:
         """Run the program; ``None`` if it could not be started (logged)."""
-        reactor = self.reactor
-        if reactor is None:
-            from twisted.internet import reactor
-        inputs = self.inputs(transaction)
-        child_fds: dict[int, int | str] = {fd: "w" for fd in inputs}
-        for fd in (1, 2):
-            child_fds.setdefault(fd, "r")
-        process = _ProgramProcess(inputs)
+        argv = [self.program, *self.arguments(transaction)]
         try:
-            argv = [self.program, *self.arguments(transaction)]
-            transport = reactor.spawnProcess(process, self.program, argv,
-                                             env=dict(os.environ), childFDs=child_fds)
-        except OSError as err:
-            self.log(LOGERROR, f"cannot start {self.program}: {err}")
+            return await run_program(self.clock, argv, self.inputs(transaction), self.process_timeout,
+                                     reactor=self.reactor)
+        except ProgramNotStarted as err:
+            self.log(LOGERROR, str(err))
             return None
-        timer = self.clock.callLater(self.process_timeout, _kill, transport)
-        try:
-            code = await process.done
-        except CancelledError:
-            _kill(transport)
-            raise
-        finally:
-            if timer.active():
-                timer.cancel()
-        return ProgramResult(code, process.output.decode("utf-8", "replace").strip())
-
-
-def _kill(transport: Any) -> None:
-    try:
-        transport.signalProcess("KILL")
-    except error.ProcessExitedAlready:
-        pass

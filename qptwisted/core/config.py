@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from qptwisted.core.codes import parse_level
@@ -33,8 +34,20 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not a yes/no value (use 1/0, yes/no, on/off, true/false)")
 
 
+#: the file that turns on the per-file fallback (see :class:`Config`)
+FALLBACK_FILE = "config_fallback"
+
+
+def qmail_control_dir() -> Path:
+    """qmail's control directory: ``$QMAIL/control``, by default ``/var/qmail/control``."""
+    return Path(os.environ.get("QMAIL") or "/var/qmail") / "control"
+
+
 def default_config_dir() -> str:
-    """``./config`` if it exists, else the sample configuration shipped with qptwisted."""
+    """``$QPSMTPD_CONFIG`` (qpsmtpd's variable), else ``./config``, else the sample shipped with qptwisted."""
+    from_env = os.environ.get("QPSMTPD_CONFIG")
+    if from_env:
+        return from_env
     for candidate in (Path("config"), _PACKAGE_CONFIG, _CHECKOUT_CONFIG):
         if (candidate / "plugins").is_file():
             return str(candidate)
@@ -48,19 +61,46 @@ class Config:
     starting with ``#`` skipped; ``$include NAME`` pulls in another file, or
     every file of a directory in sorted order. Files are read once and cached
     until the engine is rebuilt (SIGHUP).
+
+    The per-file fallback of qpsmtpd, off unless asked for: the directories
+    listed in ``config/config_fallback`` (or passed as ``fallback``) are
+    searched, in order, for each file the config directory does not have, so
+    ``me``, ``rcpthosts`` and friends can stay in qmail's control directory. A
+    line ``qmail`` there means ``$QMAIL/control`` (``/var/qmail/control``);
+    ``$VARIABLES`` are expanded (``$QPSMTPD_CONFIG``); relative paths are taken
+    in the config directory.
     """
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, fallback: Sequence[str | os.PathLike[str]] | None = None) -> None:
         # absolute: twistd may change directory when it daemonizes, and relative names in the
         # configuration are taken in the config directory, wherever the server runs
         self.directory = Path(directory).absolute()
         #: the directory the server was started in, where relative data paths point (see :meth:`resolve`)
         self.workdir = Path.cwd()
         self._cache: dict[str, list[str]] = {}
+        self._fallback = None if fallback is None else [self._fallback_dir(str(entry)) for entry in fallback]
 
     def path(self, name: str) -> Path:
-        """Where the file ``name`` lives."""
-        return self.directory / name
+        """Where file ``name`` lives: the config directory, else the first fallback directory that has it."""
+        own = self.directory / name
+        if name == FALLBACK_FILE or own.exists():
+            return own
+        for directory in self.fallback_dirs():
+            if (directory / name).exists():
+                return directory / name
+        return own
+
+    def fallback_dirs(self) -> list[Path]:
+        """The directories searched for a file the config directory lacks (none unless asked for)."""
+        if self._fallback is None:
+            self._fallback = [self._fallback_dir(entry)
+                              for entry in self._read(self.directory / FALLBACK_FILE, set())]
+        return self._fallback
+
+    def _fallback_dir(self, entry: str) -> Path:
+        if entry == "qmail":
+            return qmail_control_dir()
+        return self.resolve(os.path.expandvars(entry))
 
     def resolve(self, name: str | os.PathLike[str], workdir: bool = False) -> Path:
         """A path named in the configuration: relative paths are taken in the config directory.
@@ -159,7 +199,7 @@ class Config:
                 continue
             if line.startswith("$include"):
                 target = line[len("$include"):].strip()
-                included = Path(target) if os.path.isabs(target) else self.directory / target
+                included = Path(target) if os.path.isabs(target) else self.path(target)
                 values.extend(self._read(included, seen))
             else:
                 values.append(line)

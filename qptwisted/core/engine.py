@@ -22,10 +22,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from qptwisted.core.codes import LOGDEBUG, LOGERROR, LOGINFO, OK
+from qptwisted.core.codes import LOGDEBUG, LOGERROR, LOGINFO, LOGWARN, OK
 from qptwisted.core.config import Config, ConfigError
 from qptwisted.core.hooks import HookRunner
-from qptwisted.core.loader import PluginIndex, discover, parse_plugin_line
+from qptwisted.core.loader import PluginIndex, Resolved, discover, parse_plugin_line
 from qptwisted.core.resolver import Resolver
 from qptwisted.core.settings import Settings
 from qptwisted.interfaces import IQPPlugin
@@ -76,6 +76,7 @@ class Engine:
         self._connections = 0
         self._retired: Deferred[None] | None = None
         self._closing: Deferred[None] | None = None
+        self._told: set[str] = set()
 
     # -- construction -------------------------------------------------------
     @classmethod
@@ -105,13 +106,15 @@ class Engine:
             self.load(line, factories, f"{self.config.path(source)} line {number} ({line!r})")
 
     def load(self, line: str, factories: PluginIndex | None = None, where: str = "") -> IQPPlugin:
-        """Load the plugin a ``config/plugins`` line names, with its arguments; a ConfigError says why not."""
+        """Load the plugin a ``config/plugins`` line names (old qpsmtpd names through their aliases)."""
         factories = factories or discover(self.config.plugin_dirs())
         where = where or f"({line!r})"
-        spec = parse_plugin_line(line, where)
-        factory = factories.find(spec.name, where)
+        resolved = factories.resolve(parse_plugin_line(line, where), where)
+        spec = resolved.line
+        if resolved.translated:
+            self._deprecated(resolved, where)
         try:
-            plugin = factory(self, spec.args, spec.instance)
+            plugin = resolved.factory(self, spec.args, spec.instance)
             plugin.source = factories.origin(spec.name)
             self.add_plugin(plugin)
         except ConfigError as err:
@@ -121,6 +124,19 @@ class Engine:
                               f"[{where}]") from err
         self.log(LOGDEBUG, f"loaded {plugin.plugin_name} from {plugin.source}")
         return plugin
+
+    def _deprecated(self, resolved: Resolved, where: str) -> None:
+        """Say once per old spelling that it is deprecated, and how to write it now."""
+        alias = resolved.alias
+        assert alias is not None
+        key = f"{alias.old} {' '.join(resolved.changes)}"
+        if key in self._told:
+            return
+        self._told.add(key)
+        what = f"{alias.old} is deprecated ({alias.origin}), loaded as {alias.new}" if alias.renamed else \
+            f"{alias.old}: old argument spellings ({alias.origin})"
+        changes = "".join(f"; {change}" for change in resolved.changes)
+        self.log(LOGWARN, f"{what}{changes}; write: {resolved.line.text()} [{where}]")
 
     def add_plugin(self, plugin: IQPPlugin) -> IQPPlugin:
         """Register a plugin instance: parse its arguments, its ``hook_*`` methods, then ``register``."""

@@ -9,6 +9,7 @@ that tool instead::
     qpsmtpd karma list|show IP|set IP N|capture IP|release IP|delete IP
     qpsmtpd greylist list|whitelist IP|remove IP
     qpsmtpd log-summary FILE...   per plugin, what it refused (logging/json logs)
+    qpsmtpd migrate DIR           how a qpsmtpd config directory loads here, line by line
 
 Each tool is a function ``(argv) -> exit status`` in :data:`TOOLS`.
 """
@@ -21,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from qptwisted.service import tools
+from qptwisted.service.migrate import migrate
 from qptwisted.service.newplugin import new_plugin
 
 
@@ -52,6 +54,7 @@ TOOLS: dict[str, Callable[[Sequence[str]], int]] = {
     "karma": tools.karma,
     "greylist": tools.greylist,
     "log-summary": tools.log_summary,
+    "migrate": migrate,
 }
 
 

@@ -183,6 +183,17 @@ smtpd_banner = $myhostname ESMTP
         add_cleanup(self.stop)
         wait_for(lambda: port_open(self.port), f"Postfix on port {self.port}")
 
+    @property
+    def cleanup_socket(self) -> Path:
+        """The socket of Postfix's ``cleanup`` service."""
+        return self.queue / "public" / "cleanup"
+
+    def postcat(self, queue_id: str) -> str:
+        """What ``postcat -q`` shows of a queued message (envelope records and content)."""
+        run = subprocess.run(["postcat", "-c", str(self.config), "-q", queue_id], env=self.env,
+                             capture_output=True, text=True, timeout=PATIENCE)
+        return run.stdout + run.stderr
+
     def stop(self) -> None:
         subprocess.run([self.postfix, "-c", str(self.config), "stop"], env=self.env,
                        capture_output=True, timeout=PATIENCE)
@@ -225,20 +236,51 @@ smtpd_banner = $myhostname ESMTP
 _shared: dict[str, object] = {}
 
 
-def shared_postfix() -> Postfix:
-    """One Postfix instance for the whole test run (stopped at exit), Maildirs emptied."""
-    if "skip" in _shared:
-        raise unittest.SkipTest(str(_shared["skip"]))
-    if "postfix" not in _shared:
+def shared_postfix(kind: str = "postfix", extra: Callable[[Path], str] | None = None) -> Postfix:
+    """One Postfix instance of ``kind`` for the whole test run (stopped at exit), Maildirs emptied.
+
+    ``extra`` writes what the instance needs into a directory of its own and
+    returns more ``main.cf`` lines (used when ``kind`` is first started).
+    """
+    if f"skip {kind}" in _shared:
+        raise unittest.SkipTest(str(_shared[f"skip {kind}"]))
+    if kind not in _shared:
+        def later(function: Callable[..., object], *args: object) -> None:
+            atexit.register(function, *args)
+
         try:
-            _shared["postfix"] = Postfix(lambda function, *args: atexit.register(function, *args))
+            lines = ""
+            if extra is not None:
+                files = world_dir(f"qpt-{kind}-files-")
+                later(shutil.rmtree, files, True)
+                lines = extra(files)
+            _shared[kind] = Postfix(later, extra=lines)
         except unittest.SkipTest as skip:
-            _shared["skip"] = skip.args[0]
+            _shared[f"skip {kind}"] = skip.args[0]
             raise
-    postfix = _shared["postfix"]
+    postfix = _shared[kind]
     assert isinstance(postfix, Postfix)
     postfix.clear()
     return postfix
+
+
+def _filtering(files: Path) -> str:
+    (files / "header_checks").write_text("/^Subject:.*reject-me/ REJECT no thanks\n")
+    # a lookup table that cannot be opened: cleanup defers what it would map (FLAG_MAP_OK)
+    return (f"header_checks = regexp:{files}/header_checks\n"
+            f"canonical_maps = regexp:{files}/missing-canonical-map\n")
+
+
+def cleanup_postfix() -> Postfix:
+    """The shared Postfix for mail handed to ``cleanup`` itself (``queue/postfix-queue``).
+
+    Its ``public/cleanup`` socket is :attr:`Postfix.cleanup_socket`. With
+    ``FLAG_FILTER``, ``header_checks`` refuses a Subject containing
+    ``reject-me`` (``5.7.1 no thanks``); with ``FLAG_MAP_OK``, a
+    ``canonical_maps`` table that cannot be opened makes ``cleanup`` answer
+    "try again later". Without flags, mail is delivered as by :func:`shared_postfix`.
+    """
+    return shared_postfix("cleanup", _filtering)
 
 
 def _terminate(pid_file: Path, how: int = signal.SIGTERM) -> None:
@@ -457,6 +499,44 @@ behaviour = open(out + "/behaviour").read().strip()
 if behaviour == "hang":
     time.sleep(3600)
 """
+
+
+#: where CI unpacks Debian's exim4 (the package conflicts with the Postfix the other tests use)
+UNPACKED_EXIM = Path("/opt/qptwisted-test/exim")
+
+
+def private_exim(root: Path) -> Path:
+    """A script that runs Exim with a private configuration under ``root`` (spool ``root/spool``).
+
+    The installed Exim or the one ``.ci/install`` unpacked; ``SkipTest`` if
+    there is none, or if this is not root (a ``-C`` configuration keeps the
+    sender only for root). Messages stay in the spool (no routers).
+    """
+    candidates = ("/usr/sbin/exim4", "/usr/sbin/exim", str(UNPACKED_EXIM / "usr/sbin/exim4"))
+    exim = next((path for path in candidates if os.path.exists(path)), None)
+    if exim is None:
+        raise unittest.SkipTest("Exim is not installed (nor unpacked by .ci/install)")
+    if os.geteuid() != 0:
+        raise unittest.SkipTest("a private Exim configuration (-C) keeps the sender only for root")
+    (root / "spool").mkdir(parents=True)
+    config = root / "exim.conf"
+    config.write_text(f"""
+spool_directory = {root}/spool
+log_file_path = {root}/%slog
+primary_hostname = downstream.test
+exim_user = root
+exim_group = root
+trusted_users = root
+keep_environment =
+begin routers
+begin transports
+""")
+    libraries = ":".join(str(path) for path in (UNPACKED_EXIM / "usr/lib").glob("*-linux-gnu"))
+    preload = f"LD_LIBRARY_PATH={libraries} " if exim.startswith(str(UNPACKED_EXIM)) else ""
+    wrapper = root / "exim"
+    wrapper.write_text(f"#!/bin/sh\n{preload}exec {exim} -C {config} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return wrapper
 
 
 class StandInCase(unittest.TestCase):

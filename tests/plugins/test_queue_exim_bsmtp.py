@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,7 +13,7 @@ from twisted.trial import unittest
 
 from qptwisted import DENY, DENYSOFT, OK
 from qptwisted.testing import make_engine, make_transaction, run_hook
-from tests.plugins.queue_support import StandInCase
+from tests.plugins.queue_support import StandInCase, private_exim
 
 MESSAGE = b"From: a@example.org\nSubject: bsmtp\nMessage-Id: <e-1@example.org>\n\nbody\n.dot line\n..two\nend"
 
@@ -78,39 +77,12 @@ class StandInTests(StandInCase):
         self.assertEqual(result.code, DENYSOFT)
 
 
-#: where CI unpacks Debian's exim4 (the package conflicts with the Postfix the other tests use)
-UNPACKED_EXIM = Path("/opt/qptwisted-test/exim")
-
-
 class RealEximTests(unittest.TestCase):
     """A private Exim configuration that only queues (``-odq``); the spool is counted with ``-bpc``."""
 
     def setUp(self) -> None:
-        candidates = ("/usr/sbin/exim4", "/usr/sbin/exim", str(UNPACKED_EXIM / "usr/sbin/exim4"))
-        exim = next((path for path in candidates if os.path.exists(path)), None)
-        if exim is None:
-            raise unittest.SkipTest("Exim is not installed (nor unpacked by .ci/install)")
-        if os.geteuid() != 0:
-            raise unittest.SkipTest("a private Exim configuration (-C) keeps the sender only for root")
         self.root = Path(self.mktemp()).resolve()
-        (self.root / "spool").mkdir(parents=True)
-        self.config = self.root / "exim.conf"
-        self.config.write_text(f"""
-spool_directory = {self.root}/spool
-log_file_path = {self.root}/%slog
-primary_hostname = downstream.test
-exim_user = root
-exim_group = root
-trusted_users = root
-keep_environment =
-begin routers
-begin transports
-""")
-        libraries = ":".join(str(path) for path in (UNPACKED_EXIM / "usr/lib").glob("*-linux-gnu"))
-        preload = f"LD_LIBRARY_PATH={libraries} " if exim.startswith(str(UNPACKED_EXIM)) else ""
-        self.wrapper = self.root / "exim"
-        self.wrapper.write_text(f"#!/bin/sh\n{preload}exec {exim} -C {self.config} \"$@\"\n")
-        self.wrapper.chmod(0o755)
+        self.wrapper = private_exim(self.root)
         self.addCleanup(shutil.rmtree, self.root, True)
 
     def spool(self) -> str:
