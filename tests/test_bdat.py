@@ -65,8 +65,8 @@ class Base(unittest.SynchronousTestCase):
         return d
 
     def envelope(self, d: Dialogue, body: str = "") -> None:
-        self.assertEqual([r[0] for r in d.send(f"MAIL FROM:<a@sender.test>{body}", "RCPT TO:<b@example.com>")],
-                         [250, 250])
+        replies = d.send(f"MAIL FROM:<a@sender.test>{body}", "RCPT TO:<b@example.com>")
+        self.assertEqual([r[0] for r in replies], [250, 250])
 
     def codes(self, replies: list[Any]) -> list[int]:
         return [reply[0] for reply in replies]
@@ -257,7 +257,8 @@ class ErrorTests(Base):
         self.assertEqual(replies[-1][:2], (250, "2.6.0"))
 
     def test_rfc3030_unreadable_size_is_501_and_closes(self) -> None:
-        for bad in ("BDAT", "BDAT x", "BDAT -1", "BDAT 5 NEXT", "BDAT 1 LAST more", "BDAT 9999999999999999999"):
+        for bad in ("BDAT", "BDAT x", "BDAT -1", "BDAT 5 NEXT", "BDAT 1 LAST more",
+                    "BDAT 9999999999999999999"):
             d = self.dialogue()
             self.envelope(d)
             self.assertEqual(d.send(bad)[0][:2], (501, "5.5.4"), bad)

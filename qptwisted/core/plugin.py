@@ -11,7 +11,7 @@ from twisted.plugin import IPlugin
 from zope.interface import alsoProvides, implementer
 
 from qptwisted.core.arguments import Argument, arg, declared, parse_arguments
-from qptwisted.core.groups import group_config_list
+from qptwisted.core.groups import group_config_list, groups_in_use
 from qptwisted.interfaces import IQPPlugin, IQPPluginFactory
 
 if TYPE_CHECKING:
@@ -94,6 +94,11 @@ class Plugin:
     def config_list(self, name: str) -> list[str]:
         """Every value of config file ``name``."""
         return self.engine.config_list(name)
+
+    @property
+    def policy_groups(self) -> bool:
+        """True when recipients may belong to policy groups (``config/policy_groups`` or a plugin)."""
+        return groups_in_use(self.engine)
 
     def group_config(self, transaction: Transaction, name: str, default: str | None = None,
                      rcpt: Address | None = None) -> str | None:

@@ -471,11 +471,11 @@ class Session:
         group = group_of(self.engine, recipient) if groups_in_use(self.engine) else None
         if dsn is not None or group is not None:
             recipient = replace(recipient, dsn=dsn, policy_group=group)
-        if self._other_group(recipient, params):
+        if self._other_group(recipient):
             return None
         return self._run("rcpt", lambda result: self._after_rcpt(recipient, result), recipient, **params)
 
-    def _other_group(self, recipient: Address, params: dict[str, str | None]) -> bool:
+    def _other_group(self, recipient: Address) -> bool:
         """Answer a recipient that cannot join this transaction's policy group (or its size limit)."""
         transaction = self.transaction
         group = recipient.policy_group
@@ -484,9 +484,9 @@ class Session:
             self.respond(452, f"{recipient} is in another policy group; send it in a separate transaction",
                          "4.5.3")
             return True
-        size = params.get("size") if group is not None else None
-        limit = self.databytes(group) if size is not None and size.isdigit() else 0
-        if limit and int(size) > limit:  # type: ignore[arg-type]
+        size: str | None = transaction.notes.get("mail_params", {}).get("size")  # checked digits at MAIL
+        limit = self.databytes(group) if group is not None and size is not None else 0
+        if limit and int(size or 0) > limit:
             self.respond(552, "Message size exceeds the maximum for this recipient", "5.3.4")
             return True
         return False
