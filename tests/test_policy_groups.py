@@ -51,7 +51,8 @@ class Base(unittest.SynchronousTestCase):
         d.send("EHLO client.test")
         return d
 
-    def deliver(self, d: Dialogue, *recipients: str, body: bytes = b"Subject: x\r\n\r\nhello\r\n") -> list[Any]:
+    def deliver(self, d: Dialogue, *recipients: str,
+                body: bytes = b"Subject: x\r\n\r\nhello\r\n") -> list[Any]:
         replies = d.send("MAIL FROM:<a@sender.test>", *(f"RCPT TO:<{r}>" for r in recipients))
         if any(reply[0] == 250 for reply in replies[1:]):
             replies += d.send("DATA")
