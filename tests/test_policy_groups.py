@@ -137,6 +137,28 @@ class TransactionTests(Base):
         self.assertEqual(self.accept.queued[0][0], "gold")
 
 
+class DocsExampleTests(Base):
+    """The scanner example of docs/esmtp.md honours the group's spam_threshold."""
+
+    def test_spam_threshold_per_group(self) -> None:
+        import re
+        from pathlib import Path
+
+        import qptwisted
+
+        docs = (Path(__file__).resolve().parent.parent / "docs" / "esmtp.md").read_text(encoding="utf-8")
+        [block] = [b for b in re.findall(r"```python\n(.*?)```", docs, re.S) if "SpamThreshold" in b]
+        namespace: dict[str, Any] = dict(vars(qptwisted))
+        exec(block, namespace)
+        d = self.dialogue(namespace["SpamThreshold"],
+                          config={"spam_threshold": "5", "groups/lists/spam_threshold": "8"})
+        body = b"Subject: offer\r\n\r\n" + b"viagra " * 6 + b"\r\n"
+        self.assertEqual(self.deliver(d, "list-dev@example.com", body=body)[-1][:2], (250, "2.6.0"))
+        refused = self.deliver(d, "bob@example.com", body=body)[-1]
+        self.assertEqual(refused[:2], (552, "5.7.1"))
+        self.assertEqual(refused[2], "Spam score 6.0 (threshold 5.0)")
+
+
 class GreylistingTests(Base):
     def greylisting(self) -> str:
         return f"greylisting black_timeout 60 db_dir {self.mktemp()}"
