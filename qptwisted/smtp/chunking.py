@@ -61,9 +61,8 @@ class Chunking:
             return None
         octets, last = int(match.group(1)), match.group(2) is not None
         if self.error is not None:
-            error = self.error
-            return self.discard(octets, last, error._replace(text=f"{error.text} (chunk of {octets} octets "
-                                                                    "discarded)"))
+            text = f"{self.error.text} (chunk of {octets} octets discarded)"
+            return self.discard(octets, last, self.error._replace(text=text))
         receiver = session.receiver
         if receiver is not None:
             return self.chunk(receiver, octets, last)
