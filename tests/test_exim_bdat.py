@@ -16,16 +16,14 @@ import re
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 from twisted.trial import unittest
 
 from qptwisted.testing import write_config
 from tests.plugins.queue_support import world_dir
+from tests.plugins.test_queue_exim_bsmtp import UNPACKED_EXIM
 from tests.test_e2e import PATIENCE, Server
 
-#: where CI unpacks Debian's exim4 (the package conflicts with Postfix, which the other tests use)
-UNPACKED_EXIM = Path("/opt/qptwisted-test/exim")
 EXIM_USER = "Debian-exim"
 MAILDIR = "queue/maildir spool/maildir %d/%l"
 
