@@ -44,6 +44,12 @@ Arguments (``name value`` pairs):
 
 Config files:
 
+``greylisting`` (per policy group)
+    ``0`` turns greylisting off for the recipients of a policy group when it
+    is in ``config/groups/<group>/greylisting`` (see ``docs/esmtp.md``); a
+    ``config/greylisting`` with ``0`` turns it off for everyone else. When
+    policy groups are in use the check without the recipient in the key runs
+    at the first RCPT instead of MAIL, because the group is only known then.
 ``greylist_exclude_files``
     names of files (relative to the config directory) in postgrey's
     ``whitelist_clients`` format: IP addresses, CIDR networks, host name
@@ -81,6 +87,7 @@ from qptwisted import (
     HookAnswer,
     Transaction,
     arg,
+    parse_bool,
 )
 from qptwisted.lib.ipmatch import IPMatcher
 from qptwisted.lib.policy import PolicyPlugin
@@ -194,24 +201,60 @@ class Greylisting(PolicyPlugin):
 
     # -- hooks ---------------------------------------------------------------
     def hook_mail(self, transaction: Transaction, sender: Address, **params: Any) -> HookAnswer:
-        if self.use_recipient or self.exempt(transaction):
+        if self.use_recipient or self.policy_groups or self.exempt(transaction):
             return DECLINED
-        check = self.greylist(transaction, sender, None)
-        if not self.deny_late:
-            return check
-        return check.addCallback(self._remember, transaction)
+        if not self.enabled(transaction, None):
+            return DECLINED
+        return self.sender_check(transaction, sender)
 
     def hook_rcpt(self, transaction: Transaction, rcpt: Address, **params: Any) -> HookAnswer:
-        if not self.use_recipient or self.exempt(transaction):
+        if not self.use_recipient and not self.policy_groups:
+            return DECLINED
+        if self.exempt(transaction) or not self.enabled(transaction, rcpt):
             return DECLINED
         assert transaction.sender is not None
-        return self.greylist(transaction, transaction.sender, rcpt)
+        if self.use_recipient:
+            return self.greylist(transaction, transaction.sender, rcpt)
+        # policy groups: the check without recipient waits for the first recipient (its group decides),
+        # and is made once per transaction and group
+        decided: dict[str | None, Any] = transaction.notes.setdefault("greylisting_groups", {})
+        if rcpt.policy_group in decided:
+            return decided[rcpt.policy_group]
+        check = self.sender_check(transaction, transaction.sender)
+        return check.addCallback(self._decided, decided, rcpt.policy_group)
 
     def hook_data(self, transaction: Transaction) -> HookAnswer:
         late = transaction.notes.pop("greylisting_denied", None)
         return (DENYSOFT, late) if late else DECLINED
 
     # -- the logic -------------------------------------------------------------
+    def enabled(self, transaction: Transaction, rcpt: Address | None) -> bool:
+        """False when config ``greylisting`` of the policy group (or the global one) says 0."""
+        value = self.group_config(transaction, "greylisting", rcpt=rcpt)
+        if value is None:
+            return True
+        try:
+            on = parse_bool(value)
+        except ValueError:
+            self.log(LOGWARN, f"config greylisting: {value!r} is not 0 or 1; greylisting")
+            return True
+        if not on:
+            group = rcpt.policy_group if rcpt is not None else transaction.policy_group
+            self.log(LOGINFO, f"skip, off for policy group {group}")
+        return on
+
+    def sender_check(self, transaction: Transaction, sender: Address) -> Deferred[Any]:
+        """The check of a key without recipient; with ``deny_late`` the refusal waits for DATA."""
+        check = self.greylist(transaction, sender, None)
+        if not self.deny_late:
+            return check
+        return check.addCallback(self._remember, transaction)
+
+    @staticmethod
+    def _decided(answer: Any, decided: dict[str | None, Any], group: str | None) -> Any:
+        decided[group] = answer
+        return answer
+
     def _remember(self, answer: Any, transaction: Transaction) -> HookAnswer:
         if isinstance(answer, tuple) and answer[0] == DENYSOFT:
             transaction.notes["greylisting_denied"] = answer[1]

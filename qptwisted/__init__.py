@@ -40,6 +40,7 @@ from qptwisted.lib.ipmatch import IPMatcher
 from qptwisted.lib.policy import Policy, PolicyPlugin
 from qptwisted.mail.address import NULL_SENDER, Address, AddressError
 from qptwisted.mail.connection import Connection, TLSInfo
+from qptwisted.mail.dsn import MessageDSN, RecipientDSN
 from qptwisted.mail.headers import Headers
 from qptwisted.mail.transaction import Transaction
 from qptwisted.service.server import QPSMTPDService, SMTPFactory
@@ -56,5 +57,5 @@ __all__ = [
     "LOGDEBUG", "Config", "ConfigError", "parse_bool", "Connection", "TLSInfo", "Engine", "Headers",
     "IConnectionControl",
     "IQPPlugin", "IQPPluginFactory", "IPMatcher", "Plugin", "Policy", "PolicyPlugin", "QPSMTPDService",
-    "Reply", "SMTPFactory", "Transaction",
+    "Reply", "SMTPFactory", "Transaction", "MessageDSN", "RecipientDSN",
 ]

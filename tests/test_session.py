@@ -131,12 +131,14 @@ class HelloTests(Base):
         [(code, enhanced, text)] = d.send("EHLO client.test")
         self.assertEqual((code, enhanced), (250, None))
         self.assertEqual(text.split("\n"), [HI, "PIPELINING", "8BITMIME", "SIZE 10485760",
-                                            "ENHANCEDSTATUSCODES", "SMTPUTF8", "X-PROBE"])
+                                            "ENHANCEDSTATUSCODES", "SMTPUTF8", "CHUNKING", "BINARYMIME",
+                                            "DSN", "LIMITS RCPTMAX=1000", "X-PROBE"])
 
     def test_ehlo_without_databytes_has_no_size(self) -> None:
         d = self.dialogue()
         [(_, _, text)] = d.send("EHLO client.test")
-        self.assertEqual(text.split("\n"), [HI, "PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"])
+        self.assertEqual(text.split("\n"), [HI, "PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8",
+                                            "CHUNKING", "BINARYMIME", "DSN", "LIMITS RCPTMAX=1000"])
 
     def test_helo_single_line(self) -> None:
         d = self.dialogue()
@@ -239,10 +241,10 @@ class SequenceTests(Base):
     def test_esmtp_params_reach_hooks_lower_cased(self) -> None:
         d = self.dialogue()
         d.send("EHLO client.test")
-        d.send("MAIL FROM:<a@sender.test> SIZE=10 BODY=8BITMIME FOO")
+        d.send("MAIL FROM:<a@sender.test> SIZE=10 BODY=8BITMIME RET=HDRS")
         d.send("RCPT TO:<b@example.com> NOTIFY=NEVER ORCPT=rfc822;b@example.com")
         self.assertEqual(self.calls("mail"), [("mail", "<a@sender.test>",
-                                               {"size": "10", "body": "8BITMIME", "foo": None})])
+                                               {"size": "10", "body": "8BITMIME", "ret": "HDRS"})])
         self.assertEqual(self.calls("rcpt"), [("rcpt", "<b@example.com>",
                                                {"notify": "NEVER", "orcpt": "rfc822;b@example.com"})])
 
@@ -420,7 +422,7 @@ class EnvelopeLimitTests(Base):
     def test_rfc6152_unknown_body_type_501(self) -> None:
         d = self.dialogue()
         d.send("EHLO client.test")
-        self.assertEqual(d.send("MAIL FROM:<a@sender.test> BODY=BINARYMIME")[0][:2], (501, "5.5.4"))
+        self.assertEqual(d.send("MAIL FROM:<a@sender.test> BODY=BINARY")[0][:2], (501, "5.5.4"))
         self.assertEqual(d.send("MAIL FROM:<a@sender.test> BODY=8bitmime")[0][0], 250)
 
     def test_eight_bit_headers_survive_header_rewriting(self) -> None:

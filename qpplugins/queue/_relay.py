@@ -14,6 +14,14 @@ names the recipients that will see a duplicate when the client retries. The
 refusal is a 452 (DENYSOFT) if any failure was temporary, or the connection
 failed or timed out, and a 552 (DENY) if every failure was permanent; its
 text names the refused recipients and the downstream's reply.
+
+ESMTP (``docs/esmtp.md``): the message goes with BDAT when the downstream
+offers CHUNKING (no dot-stuffing pass). DSN parameters (``RET``, ``ENVID``,
+each recipient's ``NOTIFY``, ``ORCPT``) are passed on when it offers DSN. A
+message the client sent with REQUIRETLS is relayed only over TLS (STARTTLS
+whatever ``starttls=`` says), with ``REQUIRETLS`` on MAIL when the downstream
+offers it; without TLS the client gets ``452 4.7.10``. A BINARYMIME message
+needs a downstream with CHUNKING and BINARYMIME, else ``554 5.6.3``.
 """
 
 from __future__ import annotations
@@ -37,6 +45,13 @@ from qptwisted.lib.smtpclient import (
     parse_target,
     target_endpoint,
 )
+
+REQUIRETLS_REFUSED = "REQUIRETLS: the downstream offers no TLS, not relaying in clear (#4.7.10)"
+BINARY_REFUSED = "The downstream cannot take BINARYMIME and the message cannot be converted (#5.6.3)"
+
+
+class RequireTLSError(ConnectionError):
+    """A REQUIRETLS message and a downstream without TLS."""
 
 _QUEUED_AS = re.compile(r"queued as ([A-Za-z0-9]+)", re.IGNORECASE)
 
@@ -106,11 +121,16 @@ class RelayQueue(Plugin):
         return ssl.optionsForClientTLS(self.server_name, trustRoot=trust)
 
     async def connect(self, transaction: Transaction) -> SMTPClient:
-        """A fresh connection: greeting, EHLO, STARTTLS, XCLIENT as configured."""
+        """A fresh connection: greeting, EHLO, STARTTLS, XCLIENT as configured.
+
+        A REQUIRETLS message insists on STARTTLS whatever ``starttls=`` says.
+        """
         client = await connect_client(self.endpoint(), self.clock, self.helo_name, self.lmtp, self.timeouts)
         try:
-            if self.starttls != "no" and "STARTTLS" in client.extensions:
+            if (self.starttls != "no" or transaction.requiretls) and "STARTTLS" in client.extensions:
                 await client.starttls(self.tls_context())
+            elif transaction.requiretls:
+                raise RequireTLSError("downstream does not offer STARTTLS (the message says REQUIRETLS)")
             elif self.starttls == "require":
                 raise ConnectionError("downstream does not offer STARTTLS (starttls=require)")
             if self.use_xclient:
@@ -138,15 +158,24 @@ class RelayQueue(Plugin):
 
     # -- the queue hook ---------------------------------------------------------
     def envelope(self, transaction: Transaction, client: SMTPClient) -> Envelope:
-        """The downstream envelope of ``transaction``."""
+        """The downstream envelope of ``transaction``, with the DSN and REQUIRETLS parameters it can take."""
         assert transaction.sender is not None
         recipients = [rcpt.address for rcpt in transaction.recipients]
         params = []
         addresses = [transaction.sender.address, *recipients]
         if not all(address.isascii() for address in addresses) and "SMTPUTF8" in client.extensions:
             params.append("SMTPUTF8")
+        if transaction.requiretls and "REQUIRETLS" in client.extensions:
+            params.append("REQUIRETLS")
+        rcpt_params: dict[str, list[str]] = {}
+        if "DSN" in client.extensions:
+            if transaction.dsn is not None:
+                params += transaction.dsn.params()
+            rcpt_params = {rcpt.address: rcpt.dsn.params() for rcpt in transaction.recipients if rcpt.dsn}
+        elif transaction.dsn is not None or any(rcpt.dsn for rcpt in transaction.recipients):
+            self.log(LOGINFO, f"{self.describe()} offers no DSN: the DSN parameters are not passed on")
         size = len(transaction.header_bytes()) + transaction.body_length
-        return Envelope(transaction.sender.address, recipients, params, size)
+        return Envelope(transaction.sender.address, recipients, params, size, rcpt_params, transaction.binary)
 
     def hook_queue(self, transaction: Transaction) -> Deferred[Any]:
         return Deferred.fromCoroutine(self.deliver(transaction))
@@ -157,11 +186,21 @@ class RelayQueue(Plugin):
         try:
             if not self.use_xclient:
                 client = await self.pool.take()
+                if client is not None and transaction.requiretls and not client.tls:
+                    self.pool.give_back(client)
+                    client = None
             if client is None:
                 client = await self.connect(transaction)
+            if transaction.binary and not {"CHUNKING", "BINARYMIME"} <= client.extensions.keys():
+                self.pool.give_back(client)
+                self.log(LOGWARN, f"{self.describe()} offers no BINARYMIME: refusing a binary message")
+                return DENY, BINARY_REFUSED
             if self.use_xforward:
                 await client.xforward(self.client_attributes(transaction, xclient=False))
             result = await client.send_message(self.envelope(transaction, client), transaction.iter_message())
+        except RequireTLSError as err:
+            self.log(LOGWARN, f"delivery to {self.describe()}: {err}")
+            return DENYSOFT, REQUIRETLS_REFUSED
         except CancelledError:
             if client is not None:
                 client.abort()

@@ -16,7 +16,8 @@ silently lost: 452 if any failure was temporary (the client retries and the
 recipients already delivered get a duplicate, which the log line names), 552
 if every failure was permanent (the client bounces for all). Connection
 failures and timeouts are 452. Per-recipient replies are kept in the note
-``queue/lmtp_results``.
+``queue/lmtp_results``. BDAT, DSN, REQUIRETLS and BINARYMIME as for
+``queue/smtp-forward`` (``docs/esmtp.md``); Dovecot's LMTP offers CHUNKING.
 
 config/plugins::
 

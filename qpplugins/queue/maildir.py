@@ -7,7 +7,9 @@ sub-directory per recipient with ``%d`` (domain), ``%l`` (local part) and
 ``%u`` (the whole address), all lower-cased; ``MODE`` is the octal file mode (default 0600; ``DIR MODE``
 without a pattern works too, as does ``mode=0640``).
 
-Each message gets ``Return-Path`` and one ``Delivered-To`` per recipient. It
+Each message gets ``Return-Path``, the client's DSN request as ``X-DSN-Mail``
+and ``X-DSN-Rcpt`` fields when it made one (``docs/esmtp.md``), and one
+``Delivered-To`` per recipient. It
 is written to ``tmp/``, fsynced, moved to ``new/`` and the directory fsynced,
 all on the engine's thread pool, before ``250 Queued! <Message-Id>`` is sent.
 If any step fails nothing is left in ``new/`` and the client gets ``452``.

@@ -27,6 +27,11 @@ connection (also mid-DATA) gives 452. The per-recipient replies are kept in
 the transaction note ``queue/smtp-forward_results``; the downstream queue id
 in ``queue_id``.
 
+ESMTP (``docs/esmtp.md``): the message goes with BDAT when the downstream
+offers CHUNKING, the DSN parameters (RET, ENVID, NOTIFY, ORCPT) when it
+offers DSN; a REQUIRETLS message only over TLS (else 452 4.7.10), a
+BINARYMIME one only to a downstream offering it (else 554 5.6.3).
+
 config/plugins::
 
     queue/smtp-forward 127.0.0.1:10025 xforward

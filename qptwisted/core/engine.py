@@ -24,6 +24,7 @@ from twisted.python.threadpool import ThreadPool
 
 from qptwisted.core.codes import LOGDEBUG, LOGERROR, LOGINFO, LOGWARN, OK
 from qptwisted.core.config import Config, ConfigError
+from qptwisted.core.groups import group_table
 from qptwisted.core.hooks import HookRunner
 from qptwisted.core.loader import PluginIndex, Resolved, discover, parse_plugin_line
 from qptwisted.core.resolver import Resolver
@@ -96,6 +97,7 @@ class Engine:
             engine._load(factories, engine.config.get_list("logging"), "logging")
             lines = engine.config.get_list("plugins") if plugin_lines is None else list(plugin_lines)
             engine._load(factories, lines, "plugins")
+            group_table(engine)  # a broken config/policy_groups stops the start, as a broken plugin line does
         except BaseException:
             engine.close()
             raise

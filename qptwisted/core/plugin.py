@@ -11,10 +11,13 @@ from twisted.plugin import IPlugin
 from zope.interface import alsoProvides, implementer
 
 from qptwisted.core.arguments import Argument, arg, declared, parse_arguments
+from qptwisted.core.groups import group_config_list, groups_in_use
 from qptwisted.interfaces import IQPPlugin, IQPPluginFactory
 
 if TYPE_CHECKING:
     from qptwisted.core.engine import Engine
+    from qptwisted.mail.address import Address
+    from qptwisted.mail.transaction import Transaction
 
 _T = TypeVar("_T")
 
@@ -91,6 +94,28 @@ class Plugin:
     def config_list(self, name: str) -> list[str]:
         """Every value of config file ``name``."""
         return self.engine.config_list(name)
+
+    @property
+    def policy_groups(self) -> bool:
+        """True when recipients may belong to policy groups (``config/policy_groups`` or a plugin)."""
+        return groups_in_use(self.engine)
+
+    def group_config(self, transaction: Transaction, name: str, default: str | None = None,
+                     rcpt: Address | None = None) -> str | None:
+        """The first value of config file ``name`` for the policy group of ``transaction`` (or ``rcpt``)."""
+        values = self.group_config_list(transaction, name, rcpt)
+        return values[0] if values else default
+
+    def group_config_list(self, transaction: Transaction, name: str,
+                          rcpt: Address | None = None) -> list[str]:
+        """Every value of ``name`` for the policy group: ``config/groups/<group>/<name>``, else global.
+
+        The group is the transaction's (fixed by its first accepted
+        recipient), or ``rcpt``'s while that recipient is being decided at
+        RCPT. See ``docs/esmtp.md``.
+        """
+        group = rcpt.policy_group if rcpt is not None else transaction.policy_group
+        return group_config_list(self.engine, group, name)
 
     def log(self, level: int, *message: object) -> None:
         """Log at ``level`` (a :class:`~qptwisted.core.codes.LogLevel`), tagged with this plugin."""

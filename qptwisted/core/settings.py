@@ -46,6 +46,10 @@ class Settings:
     max_connections: int = 0
     #: connections at once from one IP address (0: no limit); qpsmtpd's ``max_conn_ip``
     max_conn_ip: int = 0
+    #: mail transactions one connection may start (0: no limit); advertised as LIMITS MAILMAX
+    max_messages: int = 0
+    #: offer BINARYMIME (RFC 3030) besides CHUNKING
+    binarymime: bool = True
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -72,4 +76,6 @@ class Settings:
             max_commands=config.get_int("max_commands", 2000),
             max_connections=config.get_int("max_connections", 0),
             max_conn_ip=config.get_int("max_conn_ip", 0),
+            max_messages=config.get_int("max_messages", 0),
+            binarymime=config.get_bool("binarymime", True),
         )

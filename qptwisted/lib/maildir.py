@@ -9,6 +9,13 @@ one (:class:`GroupCommit`): one directory fsync per batch, not per message.
 The message is read from the transaction's spool in 64 KiB chunks inside the
 delivery thread, so its size never shows in the server's memory.
 If any step fails, nothing is left in ``new/`` and the client gets 452.
+
+A DSN request (RFC 3461) goes into the copy as header fields in SMTP's own
+syntax, below ``Return-Path``: ``X-DSN-Mail: RET=HDRS ENVID=<xtext>`` when
+MAIL had DSN parameters, and one ``X-DSN-Rcpt: <rcpt> NOTIFY=... ORCPT=...``
+per recipient of that copy that had some. Like ``Delivered-To``, these are
+trustworthy only at the top of the message: the delivery agent that acts on
+them reads the fields above the first ``Received``.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from twisted.python.failure import Failure
 
 from qptwisted.core.codes import DENYSOFT, LOGERROR, OK
 from qptwisted.mail.address import Address
+from qptwisted.mail.dsn import MessageDSN
 from qptwisted.mail.transaction import Transaction
 
 if TYPE_CHECKING:
@@ -105,12 +113,23 @@ def _maildir(directory: str) -> None:
         _made.add(directory)
 
 
+def dsn_fields(dsn: MessageDSN | None, recipients: Iterable[Address]) -> list[bytes]:
+    """The ``X-DSN-Mail`` / ``X-DSN-Rcpt`` header lines of a DSN request (none without one)."""
+    lines = [f"X-DSN-Mail: {' '.join(dsn.params())}\n".encode()] if dsn is not None else []
+    lines += [f"X-DSN-Rcpt: {rcpt} {' '.join(rcpt.dsn.params())}\n".encode()
+              for rcpt in recipients if rcpt.dsn is not None]
+    return lines
+
+
 def deliver(directories: dict[str, list[Address]], sender: Address,
-            message: Callable[[], Iterable[bytes]], mode: int = 0o600) -> list[str]:
+            message: Callable[[], Iterable[bytes]], mode: int = 0o600,
+            dsn: MessageDSN | None = None) -> list[str]:
     """Write one message into each Maildir; all or nothing. Blocking: run it in a thread.
 
     ``message`` gives a fresh iteration over the stored message each time it
-    is called (one per Maildir). Returns the paths in ``new/``.
+    is called (one per Maildir). ``dsn`` is the transaction's DSN request
+    (with the recipients' own, written as :func:`dsn_fields`). Returns the
+    paths in ``new/``.
     """
     staged: list[tuple[str, str]] = []
     done: list[str] = []
@@ -120,7 +139,7 @@ def deliver(directories: dict[str, list[Address]], sender: Address,
             name = maildir_name()
             tmp = os.path.join(directory, "tmp", name)
             staged.append((tmp, os.path.join(directory, "new", name)))
-            head = [f"Return-Path: {sender}\n".encode()]
+            head = [f"Return-Path: {sender}\n".encode(), *dsn_fields(dsn, recipients)]
             head += [f"Delivered-To: {rcpt.address}\n".encode() for rcpt in reversed(recipients)]
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -180,5 +199,6 @@ def deliver_to_maildirs(plugin: Plugin, transaction: Transaction, directory_for:
         plugin.log(LOGERROR, f"delivery failed: {reason}")
         return DENYSOFT, "Queue error, try again later (#4.3.0)"
 
-    deferred = plugin.defer_to_thread(deliver, dict(directories), sender, transaction.iter_message, mode)
+    deferred = plugin.defer_to_thread(deliver, dict(directories), sender, transaction.iter_message, mode,
+                                      transaction.dsn)
     return deferred.addCallbacks(delivered, failed)

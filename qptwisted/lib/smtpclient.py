@@ -1,5 +1,6 @@
 """A small SMTP/LMTP client for queue plugins: pipelining, STARTTLS, XCLIENT,
-XFORWARD, per-recipient replies, connection reuse, timeouts on an injectable clock.
+XFORWARD, CHUNKING (BDAT) and BINARYMIME, DSN parameters, per-recipient replies,
+connection reuse, timeouts on an injectable clock.
 
 Twisted's own ``twisted.mail.smtp`` client answers with one verdict per
 message; queue plugins need every recipient's reply (LMTP answers once per
@@ -11,14 +12,14 @@ downstream did, so this module keeps the conversation explicit::
     if result.accepted: ...
 
 Messages are given in the stored form (LF line endings, no dot-stuffing) and
-are converted to CRLF with dot-stuffing while they are written, chunk by
-chunk, respecting the transport's flow control.
+are converted to CRLF while they are written, chunk by chunk, respecting the
+transport's flow control: with BDAT (RFC 3030) when the server offers
+CHUNKING, else with DATA and dot-stuffing.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -38,8 +39,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from qptwisted.core.replies import Reply, ReplyError, ReplyParser
+from qptwisted.mail.dsn import xtext
 
-_XTEXT_SAFE = re.compile(rb"[!-*,-<>-~]")
+#: the largest BDAT chunk sent downstream (the stored message arrives in 64 KiB pieces)
+BDAT_CHUNK = 1 << 18
 
 
 class SMTPClientError(Exception):
@@ -56,12 +59,18 @@ NO_REPLY = Reply(421, None, "connection to downstream failed")
 
 @dataclass(slots=True)
 class Envelope:
-    """Sender (no angle brackets, ``""`` for the null sender), recipients, MAIL parameters."""
+    """Sender (no angle brackets, ``""`` for the null sender), recipients, MAIL and RCPT parameters.
+
+    ``binary``: a BINARYMIME message, sent with ``BODY=BINARYMIME`` and BDAT;
+    its first chunk is the header block (LF endings), the rest is sent as it is.
+    """
 
     sender: str
     recipients: list[str]
     mail_params: list[str] = field(default_factory=list)
     size: int | None = None
+    rcpt_params: dict[str, list[str]] = field(default_factory=dict)
+    binary: bool = False
 
 
 @dataclass(slots=True)
@@ -126,12 +135,6 @@ def target_endpoint(reactor: Any, host: str, port: int | None, timeout: float) -
     return endpoint(reactor, host, port, timeout=int(timeout))
 
 
-def xtext(value: str) -> str:
-    """RFC 3461 xtext, for XCLIENT/XFORWARD attribute values."""
-    return "".join(chr(byte) if _XTEXT_SAFE.match(bytes([byte])) else f"+{byte:02X}"
-                   for byte in value.encode("utf-8"))
-
-
 def smtp_data(chunks: Iterable[bytes]) -> Iterator[bytes]:
     """Stored message chunks (LF endings) to DATA bytes: CRLF, dot-stuffed, terminated."""
     at_line_start = True
@@ -146,6 +149,33 @@ def smtp_data(chunks: Iterable[bytes]) -> Iterator[bytes]:
     if not at_line_start:
         yield b"\r\n"
     yield b".\r\n"
+
+
+def smtp_bdat(chunks: Iterable[bytes], binary: bool = False,
+              size: int | None = None) -> Iterator[tuple[bytes, list[bytes]]]:
+    """Stored message chunks to BDAT commands, each with its chunk: CRLF endings, no dot-stuffing.
+
+    Yields ``(command line, pieces)``; a command's chunk is at most ``size``
+    octets (default :data:`BDAT_CHUNK`) unless one stored piece is larger,
+    and the last command says LAST. With ``binary`` only the first chunk
+    (the header block) is converted.
+    """
+    size = size or BDAT_CHUNK
+    pending: list[bytes] = []
+    length = 0
+    first = True
+    for chunk in chunks:
+        if not chunk:
+            continue
+        if first or not binary:
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        first = False
+        if length and length + len(chunk) > size:
+            yield f"BDAT {length}\r\n".encode(), pending
+            pending, length = [], 0
+        pending.append(chunk)
+        length += len(chunk)
+    yield f"BDAT {length} LAST\r\n".encode(), pending
 
 
 @implementer(IPushProducer)
@@ -269,7 +299,9 @@ class SMTPClientProtocol(Protocol):
                 self.transport.unregisterProducer()  # type: ignore[attr-defined]
 
     def abort(self) -> None:
-        """Drop the connection now, without QUIT."""
+        """Drop the connection now, without QUIT; from now on it is no longer connected."""
+        if self.lost is None:
+            self.lost = Failure(SMTPClientError("connection aborted"))
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
@@ -380,10 +412,15 @@ class SMTPClient:
         params = list(envelope.mail_params)
         if envelope.size is not None and "SIZE" in self.extensions:
             params.append(f"SIZE={envelope.size}")
-        if "8BITMIME" in self.extensions and not any(p.upper().startswith("BODY=") for p in params):
+        if envelope.binary:
+            if not {"CHUNKING", "BINARYMIME"} <= self.extensions.keys():
+                raise SMTPClientError("the downstream offers no BINARYMIME with CHUNKING")
+            params.append("BODY=BINARYMIME")
+        elif "8BITMIME" in self.extensions and not any(p.upper().startswith("BODY=") for p in params):
             params.append("BODY=8BITMIME")
         mail = f"MAIL FROM:<{envelope.sender}>" + "".join(f" {p}" for p in params)
-        rcpts = [f"RCPT TO:<{rcpt}>" for rcpt in envelope.recipients]
+        rcpts = [f"RCPT TO:<{rcpt}>" + "".join(f" {p}" for p in envelope.rcpt_params.get(rcpt, ()))
+                 for rcpt in envelope.recipients]
         timeout = self.timeouts.command
         if "PIPELINING" in self.extensions:
             for line in [mail, *rcpts]:
@@ -402,11 +439,19 @@ class SMTPClient:
                 result.rcpt = {rcpt: result.mail for rcpt in envelope.recipients}
             await self.reset()
             return result
-        reply = await self.command("DATA")
-        if reply.code != 354:
-            result.data = reply
-            return result
-        await self.protocol.write_message(smtp_data(chunks))
+        if "CHUNKING" in self.extensions:
+            failed = await self._send_chunks(chunks, envelope.binary)
+            if failed is not None:  # a chunk was refused: the rest were dropped, the state is unknown
+                result.data = failed
+                result.final = {rcpt: failed for rcpt in envelope.recipients}
+                self.abort()
+                return result
+        else:
+            reply = await self.command("DATA")
+            if reply.code != 354:
+                result.data = reply
+                return result
+            await self.protocol.write_message(smtp_data(chunks))
         if self.lmtp:
             for rcpt in envelope.recipients:
                 try:
@@ -418,6 +463,35 @@ class SMTPClient:
             result.data = await self.protocol.read_reply(self.timeouts.data)
             result.final = {rcpt: result.data for rcpt in envelope.recipients}
         return result
+
+    async def _send_chunks(self, chunks: Iterable[bytes], binary: bool) -> Reply | None:
+        """Send the message with BDAT (RFC 3030); the reply of a refused chunk, else None.
+
+        With PIPELINING every chunk goes out at once and the replies of all
+        but the last are read afterwards; without, each chunk waits for its
+        250. The reply (replies, for LMTP) to the LAST chunk is left to read.
+        """
+        sent = 0
+
+        def wire() -> Iterator[bytes]:
+            nonlocal sent
+            for command, pieces in smtp_bdat(chunks, binary):
+                sent += 1
+                yield command
+                yield from pieces
+
+        if "PIPELINING" in self.extensions:
+            await self.protocol.write_message(wire())
+            replies = [await self.protocol.read_reply(self.timeouts.data) for _ in range(sent - 1)]
+            return next((reply for reply in replies if reply.code != 250), None)
+        for command, pieces in smtp_bdat(chunks, binary):
+            await self.protocol.write_message([command, *pieces])
+            if command.endswith(b" LAST\r\n"):
+                break
+            reply = await self.protocol.read_reply(self.timeouts.data)
+            if reply.code != 250:
+                return reply
+        return None
 
     def quit(self) -> None:
         """Say QUIT and close without waiting for the answer to matter."""

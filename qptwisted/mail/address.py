@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from qptwisted.mail.dsn import RecipientDSN
+
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _ATEXT_UTF8 = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]"
 _QTEXT = r'(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])'
@@ -44,12 +46,17 @@ class Address:
     """An envelope address: ``user`` (local part, unquoted) and ``host``.
 
     The null sender has both empty. ``str()`` gives the SMTP form ``<u@h>``.
-    ``notes`` is the address scope of qpsmtpd's notes.
+    ``notes`` is the address scope of qpsmtpd's notes. A recipient also
+    carries its DSN request (``dsn``: ``NOTIFY``/``ORCPT``, RFC 3461) and
+    its ``policy_group`` (see ``docs/esmtp.md``); neither takes part in
+    comparisons.
     """
 
     user: str
     host: str
     notes: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    dsn: RecipientDSN | None = field(default=None, compare=False, hash=False, repr=False)
+    policy_group: str | None = field(default=None, compare=False, hash=False, repr=False)
 
     @classmethod
     def parse(cls, path: str, *, utf8: bool = False, allow_postmaster: bool = False,
@@ -159,12 +166,15 @@ def split_path(text: str) -> tuple[str, str]:
 def parse_params(text: str) -> dict[str, str | None]:
     """Parse ESMTP parameters ``KEY[=VALUE] ...``; keys come back lower-cased.
 
-    Raises :class:`AddressError` for a keyword that is not RFC 5321 syntax.
+    Raises :class:`AddressError` for a keyword that is not RFC 5321 syntax
+    or that is given twice.
     """
     params: dict[str, str | None] = {}
     for word in text.split():
         key, eq, value = word.partition("=")
         if not _PARAM_KEY.match(key):
             raise AddressError(f"bad parameter {word!r}")
+        if key.lower() in params:
+            raise AddressError(f"parameter {key} given twice")
         params[key.lower()] = value if eq else None
     return params

@@ -14,6 +14,7 @@ from qptwisted.mail.spool import MessageSpool
 if TYPE_CHECKING:
     from qptwisted.mail.address import Address
     from qptwisted.mail.connection import Connection
+    from qptwisted.mail.dsn import MessageDSN
 
 _ids = itertools.count(1)
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(.*(?:\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
@@ -26,10 +27,19 @@ class Transaction:
     endings and dots unstuffed. ``header`` is a :class:`~qptwisted.mail.headers.Headers`:
     decoded ``str`` values to read, edits applied to the bytes as received;
     ``raw_header`` is the header block exactly as the client sent it.
+
+    The ESMTP envelope (``docs/esmtp.md``): ``dsn`` holds MAIL's ``RET`` and
+    ``ENVID`` (RFC 3461; each recipient's ``NOTIFY``/``ORCPT`` is on the
+    recipient), ``requiretls`` the client's REQUIRETLS (RFC 8689),
+    ``body_type`` MAIL's ``BODY`` (upper-cased, None if not given) and
+    ``policy_group`` the group the first accepted recipient fixed. A
+    ``BINARYMIME`` message (:attr:`binary`) keeps its body exactly as it
+    arrived, with CRLF line endings; only its header block has LF endings.
     """
 
     __slots__ = ("connection", "sender", "recipients", "notes", "auth_results", "id",
-                 "_raw_header", "header", "body", "data_size", "_spool_args")
+                 "_raw_header", "header", "body", "data_size", "_spool_args",
+                 "dsn", "requiretls", "body_type", "policy_group")
 
     def __init__(self, connection: Connection, spool_dir: str = "spool/tmp",
                  size_threshold: int = 1 << 20) -> None:
@@ -44,6 +54,10 @@ class Transaction:
         self._spool_args = (spool_dir, size_threshold)
         self.body: MessageSpool | None = None
         self.data_size = 0
+        self.dsn: MessageDSN | None = None
+        self.requiretls = False
+        self.body_type: str | None = None
+        self.policy_group: str | None = None
 
     # -- envelope ---------------------------------------------------------
     def add_recipient(self, address: Address) -> None:
@@ -53,6 +67,11 @@ class Transaction:
     def remove_recipient(self, address: Address) -> None:
         """Drop a recipient (compared by canonical address)."""
         self.recipients = [r for r in self.recipients if r.canonical != address.canonical]
+
+    @property
+    def binary(self) -> bool:
+        """True for a ``BODY=BINARYMIME`` message (RFC 3030): its body is raw octets, CRLF endings."""
+        return self.body_type == "BINARYMIME"
 
     # -- headers ----------------------------------------------------------
     @property

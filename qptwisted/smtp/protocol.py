@@ -36,7 +36,7 @@ from zope.interface import implementer
 
 from qptwisted.core.codes import LOGINFO
 from qptwisted.mail.connection import Connection, TLSInfo
-from qptwisted.smtp.receiver import MessageReceiver
+from qptwisted.smtp.receiver import Receiver
 from qptwisted.smtp.session import Session
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class SMTPProtocol(Protocol):
         self._discarding = False
         self._blocked = False  # the client does not read its replies
         self._reading = True
-        self._receiver: MessageReceiver | None = None
+        self._receiver: Receiver | None = None
         self._step: Deferred[Any] | None = None  # what the command in flight waits for
         self._timer: IDelayedCall | None = None
         self._started = 0.0  # connection made
@@ -142,8 +142,8 @@ class SMTPProtocol(Protocol):
         self.transport.unregisterProducer()  # type: ignore[union-attr]
         self.transport.loseConnection()  # type: ignore[union-attr]
 
-    def start_data(self, receiver: MessageReceiver) -> None:
-        """Feed what follows to ``receiver`` until the end of the message."""
+    def start_data(self, receiver: Receiver) -> None:
+        """Feed what follows to ``receiver`` until the end of the message (or of the BDAT chunk)."""
         self._receiver = receiver
         self._turn = self._last_byte = self.engine.clock.seconds()
         self._data_bytes = 0
@@ -245,7 +245,7 @@ class SMTPProtocol(Protocol):
             self._processing = False
             self._update_reading()
 
-    def _feed_message(self, receiver: MessageReceiver) -> None:
+    def _feed_message(self, receiver: Receiver) -> None:
         self._data_bytes += len(self._buffer)
         waiting = receiver.feed(self._buffer)
         self._buffer = b""

@@ -1,16 +1,21 @@
-"""Receiving one message: the DATA framer, and the receiver that owns a message while it arrives.
+"""Receiving one message: the DATA and BDAT framers, and the receiver that owns a message while it arrives.
 
-Only ``<CRLF>.<CRLF>`` ends a message. Bare CR or LF anywhere in the body is
+DATA: only ``<CRLF>.<CRLF>`` ends a message. Bare CR or LF anywhere in the body is
 noted (the message is then refused), so ``<LF>.<LF>``, ``<LF>.<CR><LF>`` and
 ``<CR>.<CR>`` can never end it: no SMTP smuggling. Lines are turned into LF
 line endings and dot-unstuffed (RFC 5321 4.5.2) with ``bytes`` methods on whole chunks; there
 is no per-line Python loop.
+
+BDAT (RFC 3030): each chunk is exactly the octets its command announced;
+there is no terminator, so no dot handling and nothing to smuggle, no line
+length limit, and bare CR or LF are data. CRLF still becomes LF (the stored
+form), except in the body of a ``BINARYMIME`` message, which is kept as it came.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
@@ -97,25 +102,146 @@ class DataReader:
         self.sink(out)
 
 
+class ChunkReader:
+    """Consumes BDAT chunks (RFC 3030): exactly the octets each ``BDAT`` announced.
+
+    :meth:`expect` announces the next chunk; :meth:`feed` passes on at most
+    that many octets and returns the bytes after the chunk once it is
+    complete; :meth:`finish` ends the message. ``sink`` receives the message
+    in the stored form (CRLF becomes LF, also across chunk boundaries); with
+    ``binary`` it receives the octets unchanged. ``size`` counts octets as
+    sent; the session refuses a chunk that would pass ``databytes`` before
+    reading it, so the line and newline flags of :class:`DataReader` stay false.
+    """
+
+    __slots__ = ("sink", "databytes", "binary", "max_line", "size", "remaining", "too_big",
+                 "bare_newline", "long_line", "_cr")
+
+    def __init__(self, sink: Callable[[bytes], object], databytes: int = 0, binary: bool = False) -> None:
+        self.sink = sink
+        self.databytes = databytes
+        self.binary = binary
+        self.max_line = 0
+        self.size = 0
+        self.remaining = 0
+        self.too_big = False
+        self.bare_newline = False
+        self.long_line = False
+        self._cr = False  # a CR ended the last piece: it may start a CRLF
+
+    def expect(self, octets: int) -> None:
+        """The next chunk has ``octets`` octets."""
+        self.remaining = octets
+
+    def feed(self, data: bytes) -> bytes | None:
+        """Take ``data``; return what follows the chunk once it is complete, else None."""
+        remaining = self.remaining
+        if len(data) > remaining:
+            data, rest = data[:remaining], data[remaining:]
+        else:
+            rest = b""
+        self.remaining = remaining - len(data)
+        self.size += len(data)
+        if data:
+            self._deliver(data)
+        return rest if self.remaining == 0 else None
+
+    def finish(self) -> None:
+        """The last chunk arrived: a CR held back is data."""
+        if self._cr:
+            self._cr = False
+            self.sink(b"\r")
+
+    def _deliver(self, data: bytes) -> None:
+        if self.binary:
+            self.sink(data)
+            return
+        if self._cr:
+            data = b"\r" + data
+        self._cr = data[-1:] == b"\r"
+        if self._cr:
+            data = data[:-1]
+        if b"\r\n" in data:
+            data = data.replace(b"\r\n", b"\n")
+        if data:
+            self.sink(data)
+
+
+class Receiver(Protocol):
+    """What the protocol feeds while a message or a BDAT chunk arrives."""
+
+    #: a hook chain still running; the protocol stops reading until it fires
+    waiting: Deferred[Any] | None
+    #: the bytes after what was to be read, once it is complete
+    rest: bytes | None
+
+    @property
+    def complete(self) -> bool:
+        """True once everything to be read has arrived."""
+
+    def feed(self, data: bytes) -> Deferred[Any] | None:
+        """Take bytes from the wire; a Deferred asks the caller to wait before feeding more."""
+
+
+class ChunkDiscarder:
+    """Reads one BDAT chunk and drops it: the chunk of a refused BDAT must still be read (RFC 3030 §2).
+
+    ``reply`` is what the BDAT command gets once the chunk is read (None:
+    it was answered already).
+    """
+
+    __slots__ = ("remaining", "last", "reply", "rest", "waiting")
+
+    def __init__(self, octets: int, last: bool, reply: Reply | None) -> None:
+        self.remaining = octets
+        self.last = last
+        self.reply = reply
+        self.rest: bytes | None = b"" if octets == 0 else None
+        self.waiting: Deferred[Any] | None = None
+
+    @property
+    def complete(self) -> bool:
+        """True once the whole chunk was read."""
+        return self.rest is not None
+
+    def feed(self, data: bytes) -> Deferred[Any] | None:
+        """Drop up to the rest of the chunk; keep what follows it."""
+        if len(data) >= self.remaining:
+            self.rest = data[self.remaining:]
+            self.remaining = 0
+        else:
+            self.remaining -= len(data)
+        return None
+
+
 class MessageReceiver:
-    """Owns one message while it arrives after ``354`` (shaped like Twisted's ``IMessageSMTP``).
+    """Owns one message while it arrives after ``354`` or in BDAT chunks (shaped like ``IMessageSMTP``).
 
     :meth:`feed` takes the bytes of the wire and may return a Deferred to
     wait on (a ``data_headers_end`` chain is running); once :attr:`complete`,
     :attr:`rest` holds the bytes after the terminator and :meth:`verdict`
     says whether the message must be refused; :meth:`abort` drops it. The
-    receiver frames the message (:class:`DataReader`), splits the header
-    block off, spools the body into the transaction and notes what was
-    wrong (bare newlines, long lines, size, header size, a spool error).
+    receiver frames the message (:class:`DataReader`, or with ``chunked``
+    a :class:`ChunkReader`), splits the header block off, spools the body
+    into the transaction and notes what was wrong (bare newlines, long lines,
+    size, header size, a spool error).
+
+    One chunked receiver serves a whole BDAT sequence: :meth:`expect`
+    announces each chunk, and :attr:`complete` then means "this chunk
+    arrived"; the message is complete when the chunk announced ``last`` is.
     """
 
     __slots__ = ("transaction", "reader", "max_header", "header_too_large", "spool_error", "waiting",
-                 "rest", "fault", "_splitter", "_headers_end")
+                 "rest", "fault", "last", "_splitter", "_headers_end")
 
     def __init__(self, transaction: Transaction, settings: Settings,
-                 headers_end: Callable[[MessageReceiver], Deferred[Any] | None] | None = None) -> None:
+                 headers_end: Callable[[MessageReceiver], Deferred[Any] | None] | None = None, *,
+                 chunked: bool = False, databytes: int | None = None) -> None:
         self.transaction = transaction
-        self.reader = DataReader(self._piece, settings.databytes, settings.max_line_length)
+        limit = settings.databytes if databytes is None else databytes
+        self.reader: DataReader | ChunkReader = (
+            ChunkReader(self._piece, limit, transaction.binary) if chunked
+            else DataReader(self._piece, limit, settings.max_line_length))
         self.max_header = settings.max_header_size
         self.header_too_large = False
         self.spool_error: OSError | None = None
@@ -125,19 +251,44 @@ class MessageReceiver:
         self.rest: bytes | None = None
         #: a plugin broke while the message arrived: it is refused (451) once it is complete
         self.fault = False
+        #: the chunk being read is the last one (BDAT ... LAST); always true for DATA
+        self.last = not chunked
         self._splitter: HeaderSplitter | None = HeaderSplitter()
         self._headers_end = headers_end
 
     @property
     def complete(self) -> bool:
-        """True once the terminator arrived."""
+        """True once the terminator (or the BDAT chunk being read) arrived."""
         return self.rest is not None
+
+    @property
+    def chunked(self) -> bool:
+        """True for a message sent with BDAT."""
+        return isinstance(self.reader, ChunkReader)
+
+    @property
+    def room(self) -> int | None:
+        """Octets the message may still grow by (None: no limit)."""
+        reader = self.reader
+        return max(reader.databytes - reader.size, 0) if reader.databytes else None
+
+    def expect(self, octets: int, last: bool) -> None:
+        """BDAT: the next chunk has ``octets`` octets, and is the last one if ``last``."""
+        assert isinstance(self.reader, ChunkReader)
+        self.reader.expect(octets)
+        self.last = last
+        self.rest = None
 
     def feed(self, data: bytes) -> Deferred[Any] | None:
         """Take bytes from the wire; a Deferred asks the caller to wait before feeding more."""
-        rest = self.reader.feed(data)
+        reader = self.reader
+        rest = reader.feed(data)
         if rest is not None:
             self.rest = rest
+            if not self.last:
+                return self.waiting
+            if isinstance(reader, ChunkReader):
+                reader.finish()
             if self._splitter is not None:  # the header block ends with the message
                 header, body = self._splitter.feed(b"", final=True)  # type: ignore[misc]
                 self._end_header(header, body)
@@ -162,6 +313,11 @@ class MessageReceiver:
 
     def _end_header(self, header: bytes, body: bytes) -> None:
         self._splitter = None
+        if self.transaction.binary:
+            # the splitter saw the octets as sent: the header block gets the stored form, the body not
+            header = header.replace(b"\r\n", b"\n")
+            if body[:2] == b"\r\n":
+                body = body[2:]
         if len(header) > self.max_header:
             self.header_too_large = True
             header = b""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -25,11 +26,13 @@ from qptwisted.core.codes import (
     OK,
     HookResult,
 )
+from qptwisted.core.groups import group_config_list, group_of, groups_in_use
 from qptwisted.core.hooks import HOOKS, HookSpec
 from qptwisted.core.replies import FAULT, Reply, format_reply
 from qptwisted.interfaces import IConnectionControl
 from qptwisted.mail.address import Address, AddressError, parse_params, split_path
 from qptwisted.mail.connection import Connection, TLSInfo
+from qptwisted.mail.dsn import RecipientDSN
 from qptwisted.mail.headers import (
     authentication_results,
     neutralize_forged_results,
@@ -37,7 +40,15 @@ from qptwisted.mail.headers import (
 )
 from qptwisted.mail.transaction import Transaction
 from qptwisted.smtp import sasl
-from qptwisted.smtp.receiver import MessageReceiver
+from qptwisted.smtp.chunking import Chunking
+from qptwisted.smtp.extensions import (
+    ParameterError,
+    ehlo_keywords,
+    extension_names,
+    mail_options,
+    recipient_dsn,
+)
+from qptwisted.smtp.receiver import ChunkDiscarder, MessageReceiver, Receiver
 
 if TYPE_CHECKING:
     from qptwisted.core.engine import Engine
@@ -61,8 +72,8 @@ class Transport(Protocol):
     def close(self) -> None:
         """Close the connection after pending writes."""
 
-    def start_data(self, receiver: MessageReceiver) -> None:
-        """Hand the following input to ``receiver`` until the message ends."""
+    def start_data(self, receiver: Receiver) -> None:
+        """Hand the following input to ``receiver`` until the message (or BDAT chunk) ends."""
 
     def start_tls(self, context: Any) -> None:
         """Discard buffered input and start TLS with ``context``."""
@@ -96,11 +107,16 @@ class Session:
         connection.control = self
         self.transaction = self._new_transaction()
         self.receiver: MessageReceiver | None = None
+        self.chunking = Chunking(self)
+        #: the MAIL/RCPT parameters plugins offered with their EHLO keywords
+        self.plugin_parameters: frozenset[str] = frozenset()
+        #: transactions this connection started (LIMITS MAILMAX)
+        self.mails = 0
         self._line_handler: Callable[[str], Step] | None = None
         self.commands: dict[str, Callable[[str], Step]] = {
             "helo": self.helo, "ehlo": self.ehlo, "mail": self.mail, "rcpt": self.rcpt,
             "data": self.data, "rset": self.rset, "noop": self.noop, "vrfy": self.vrfy,
-            "help": self.help, "quit": self.quit, "auth": self.auth,
+            "help": self.help, "quit": self.quit, "auth": self.auth, "bdat": self.bdat,
         }
 
     # -- plumbing -------------------------------------------------------------
@@ -142,12 +158,22 @@ class Session:
         """
         if result.code is DONE:
             return True
-        reply = FAULT if result.value is FAULT else hook.replies.get(result.code)
+        reply = self._refusal(hook, result, **fields)
         if reply is None:
             return False
-        self._reply(reply, result if reply is not FAULT else result._replace(message=None),
-                    result.code in hook.closing, **fields)
+        self.respond(reply.code, reply.text, reply.enhanced)
+        if result.code in hook.closing:
+            self.disconnect()
         return True
+
+    def _refusal(self, hook: HookSpec, result: HookResult, **fields: str) -> Reply | None:
+        """The reply a refusing answer gets at ``hook`` (None: ``result`` is no refusal)."""
+        if result.value is FAULT:
+            return FAULT
+        reply = hook.replies.get(result.code)
+        if reply is None:
+            return None
+        return reply._replace(text=result.message or (reply.text.format(**fields) if fields else reply.text))
 
     def _new_transaction(self) -> Transaction:
         return Transaction(self.connection, self.settings.spool_dir, self.settings.size_threshold)
@@ -159,6 +185,8 @@ class Session:
             self.engine.hooks.run("reset_transaction", old)  # an observer: its answer does not matter
         old.close()
         self.transaction = self._new_transaction()
+        self.receiver = None  # a BDAT sequence ends with its transaction
+        self.chunking.error = None
 
     def fault(self, command: str, failure: Failure) -> None:
         """Answer 451 for a command that failed inside the engine, and log why."""
@@ -322,11 +350,10 @@ class Session:
         if verb == "helo":
             self.respond(250, result.message or f"{hi}; I am so happy to meet you.", None)
             return None
-        lines = [hi, "PIPELINING", "8BITMIME"]
-        if self.settings.databytes:
-            lines.append(f"SIZE {self.settings.databytes}")
-        lines += ["ENHANCEDSTATUSCODES", "SMTPUTF8"]
-        lines += self.transaction.notes.get("capabilities", ())
+        lines = [hi, *ehlo_keywords(self.settings, connection)]
+        offered = list(self.transaction.notes.get("capabilities", ()))
+        self.plugin_parameters = extension_names(offered)
+        lines += offered
         lines += sasl.capabilities(self)
         self.respond(250, "\n".join(lines), None)
         return None
@@ -338,6 +365,11 @@ class Session:
             self.respond(503, "please say hello first ...", "5.5.1")
             return None
         self.reset_transaction()
+        if self.settings.max_messages and self.mails >= self.settings.max_messages:
+            self.respond(421, f"{self.settings.me} Too many messages in one session (LIMITS MAILMAX), "
+                         "closing connection", "4.7.0")
+            self.disconnect()
+            return None
         keyword, colon, argument = rest.partition(":")
         if not colon or keyword.strip().lower() != "from":
             self.respond(501, "Syntax error in command", "5.5.4")
@@ -347,19 +379,15 @@ class Session:
         if parsed is None:
             return None
         path, params = parsed
-        size = params.get("size")
-        if size is not None:
-            if not size.isdigit():
-                self.respond(501, "Syntax error in SIZE parameter", "5.5.4")
-                return None
-            if self.settings.databytes and int(size) > self.settings.databytes:
-                self.respond(552, "Message size exceeds fixed maximum message size", "5.3.4")
-                return None
-        body = params.get("body")
-        if body is not None and body.upper() not in ("7BIT", "8BITMIME"):
-            self.respond(501, "Unknown BODY type", "5.5.4")
+        try:
+            options = mail_options(params, self.settings, self.connection, self.plugin_parameters)
+        except ParameterError as err:
+            self.respond(err.reply.code, err.reply.text, err.reply.enhanced)
             return None
-        self.transaction.notes["mail_params"] = params
+        transaction = self.transaction
+        transaction.body_type, transaction.dsn = options.body_type, options.dsn
+        transaction.requiretls = options.requiretls
+        transaction.notes["mail_params"] = params
         return self._run("mail_pre", lambda result: self._mail_address(path, params, result), path, params)
 
     def _parse_envelope(self, hook: str, argument: str) -> tuple[str, dict[str, str | None]] | None:
@@ -394,6 +422,7 @@ class Session:
         if self._deny(_MAIL, result, addr=str(sender)):
             return None
         self.transaction.sender = sender
+        self.mails += 1
         self.respond(250, result.message if result.code is OK and result.message else
                      f"{sender}, sender OK - how exciting to get mail from you!", "2.1.0")
         return None
@@ -416,9 +445,16 @@ class Session:
         if parsed is None:
             return None
         path, params = parsed
-        return self._run("rcpt_pre", lambda result: self._rcpt_address(path, params, result), path, params)
+        try:
+            dsn = recipient_dsn(params, self.plugin_parameters)
+        except ParameterError as err:
+            self.respond(err.reply.code, err.reply.text, err.reply.enhanced)
+            return None
+        return self._run("rcpt_pre", lambda result: self._rcpt_address(path, params, dsn, result),
+                         path, params)
 
-    def _rcpt_address(self, path: str, params: dict[str, str | None], result: HookResult) -> Step:
+    def _rcpt_address(self, path: str, params: dict[str, str | None], dsn: RecipientDSN | None,
+                      result: HookResult) -> Step:
         if self._faulted(result):
             return None
         if result.code is OK and (result.message or result.value):
@@ -432,7 +468,28 @@ class Session:
             else:
                 self.respond(501, "could not parse recipient", "5.1.3")
             return None
+        group = group_of(self.engine, recipient) if groups_in_use(self.engine) else None
+        if dsn is not None or group is not None:
+            recipient = replace(recipient, dsn=dsn, policy_group=group)
+        if self._other_group(recipient):
+            return None
         return self._run("rcpt", lambda result: self._after_rcpt(recipient, result), recipient, **params)
+
+    def _other_group(self, recipient: Address) -> bool:
+        """Answer a recipient that cannot join this transaction's policy group (or its size limit)."""
+        transaction = self.transaction
+        group = recipient.policy_group
+        if transaction.recipients and group != transaction.policy_group:
+            # one answer per message after DATA: the sender's MTA retries it alone (RFC 5321 4.5.3.1.10)
+            self.respond(452, f"{recipient} is in another policy group; send it in a separate transaction",
+                         "4.5.3")
+            return True
+        size: str | None = transaction.notes.get("mail_params", {}).get("size")  # checked digits at MAIL
+        limit = self.databytes(group) if group is not None and size is not None else 0
+        if limit and int(size or 0) > limit:
+            self.respond(552, "Message size exceeds the maximum for this recipient", "5.3.4")
+            return True
+        return False
 
     def _after_rcpt(self, recipient: Address, result: HookResult) -> Step:
         if self._deny(_RCPT, result):
@@ -441,6 +498,8 @@ class Session:
             self._reply(_RCPT.declined,  # type: ignore[arg-type]
                         result._replace(message=None))
             return None
+        if not self.transaction.recipients:
+            self.transaction.policy_group = recipient.policy_group
         self.transaction.add_recipient(recipient)
         self.respond(250, result.message or f"{recipient}, recipient ok", "2.1.5")
         return None
@@ -448,8 +507,30 @@ class Session:
     # DATA
     def data(self, rest: str) -> Step:
         """DATA: run the ``data`` hook, check the envelope, then read the message."""
+        if self.receiver is not None:
+            self.respond(503, "DATA cannot follow BDAT in one transaction (RFC 3030)", "5.5.1")
+            return None
+        if self.transaction.binary:
+            self.respond(503, "BODY=BINARYMIME needs BDAT, not DATA (RFC 3030)", "5.5.1")
+            return None
         self.sync_point = True
         return self._run("data", self._after_data)
+
+    def bdat(self, rest: str) -> Step:
+        """BDAT (RFC 3030): a chunk of the message; see :mod:`qptwisted.smtp.chunking`."""
+        return self.chunking.command(rest)
+
+    def databytes(self, group: str | None = "") -> int:
+        """The size limit of this transaction's policy group (``group``: of that group instead)."""
+        group = self.transaction.policy_group if group == "" else group
+        if group is None:
+            return self.settings.databytes
+        words = " ".join(group_config_list(self.engine, group, "databytes")[:1]).split()
+        return int(words[0]) if words and words[0].isdigit() else self.settings.databytes
+
+    def headers_end_hook(self) -> Callable[[MessageReceiver], Step] | None:
+        """What the receiver calls when the header block has arrived (None: no plugin listens)."""
+        return self._headers_end if self.engine.hooks.has("data_headers_end") else None
 
     def _after_data(self, result: HookResult) -> Step:
         self.sync_point = False
@@ -463,8 +544,8 @@ class Session:
         if not self.transaction.recipients:
             self.respond(503, "RCPT first", "5.5.1")
             return None
-        headers_end = self._headers_end if self.engine.hooks.has("data_headers_end") else None
-        self.receiver = MessageReceiver(self.transaction, self.settings, headers_end)
+        self.receiver = MessageReceiver(self.transaction, self.settings, self.headers_end_hook(),
+                                        databytes=self.databytes())
         self.respond(354, "go ahead, end data with <CR><LF>.<CR><LF>", None)
         self.transport.start_data(self.receiver)
         return None
@@ -480,8 +561,13 @@ class Session:
         self._deny(_DATA_HEADERS_END, result)
         return None
 
-    def message_received(self, receiver: MessageReceiver) -> Step:
-        """The terminator arrived: once ``data_headers_end`` answered, check the message and go on."""
+    def message_received(self, receiver: Receiver) -> Step:
+        """The terminator (or a BDAT chunk) arrived: once ``data_headers_end`` answered, check the message."""
+        if isinstance(receiver, ChunkDiscarder):
+            return self.chunking.discarded(receiver)
+        assert isinstance(receiver, MessageReceiver)
+        if not receiver.last:
+            return self.chunking.received(receiver)
         self.receiver = None
         if receiver.waiting is not None:
             return receiver.waiting.addCallback(lambda _: self._check_message(receiver))
@@ -493,8 +579,7 @@ class Session:
             return None
         refusal = receiver.verdict()
         if refusal is not None:
-            if receiver.spool_error is not None:
-                self.engine.log(LOGERROR, f"cannot store message: {receiver.spool_error}")
+            self.log_refusal(receiver)
             self.respond(refusal.code, refusal.text, refusal.enhanced)
             self.reset_transaction()
             return None
@@ -508,6 +593,11 @@ class Session:
             return self._run("data_post_headers",
                              lambda _: self._run("received_line", self._add_headers, smtp, auth, ssl))
         return self._run("received_line", self._add_headers, smtp, auth, ssl)
+
+    def log_refusal(self, receiver: MessageReceiver) -> None:
+        """Log what the client is not told about a refused message."""
+        if receiver.spool_error is not None:
+            self.engine.log(LOGERROR, f"cannot store message: {receiver.spool_error}")
 
     def _add_headers(self, result: HookResult) -> Step:
         transaction = self.transaction

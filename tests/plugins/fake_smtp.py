@@ -24,6 +24,14 @@ class FakeSMTP(LineReceiver):
 
     def lineReceived(self, line: bytes) -> None:
         factory = self.factory
+        if line.upper().startswith(b"BDAT "):  # RFC 3030: the chunk follows the command line
+            factory.commands.append(line.decode())
+            size, _, last = line.decode().split(" ", 1)[1].partition(" ")
+            self.chunk_left, self.chunk_last = int(size), bool(last)
+            self.setRawMode()
+            if self.chunk_left == 0:
+                self.rawDataReceived(b"")
+            return
         if self.in_data:
             if line == b".":
                 self.in_data = False
@@ -61,6 +69,21 @@ class FakeSMTP(LineReceiver):
             self.transport.loseConnection()
             return
         self._answer(answer, text)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        """A BDAT chunk: answer ``BDAT`` (each chunk) or ``end`` (the last) once it is read."""
+        taken, rest = data[:self.chunk_left], data[self.chunk_left:]
+        self.chunk_left -= len(taken)
+        self.data.append(taken)
+        if self.chunk_left:
+            return
+        if self.chunk_last:
+            self.factory.messages.append(b"".join(self.data))
+            self.data = []
+            self._answer(self.factory.script.get("end", "250 2.0.0 queued as FAKE1"), "end")
+        else:
+            self._answer(self.factory.script.get("BDAT", "250 2.0.0 chunk ok"), "BDAT")
+        self.setLineMode(rest)
 
     def _answer(self, answer: Answer, text: str) -> None:
         if callable(answer):
