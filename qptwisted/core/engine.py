@@ -164,13 +164,14 @@ class Engine:
     # -- services for plugins ------------------------------------------------
     def config_list(self, name: str) -> list[str]:
         """Config values of ``name``: a ``config`` hook's OK answer, else the file."""
-        return self._hook_config("config", name) or self.config.get_list(name)
+        return self.hook_config("config", name) or self.config.get_list(name)
 
     def user_config(self, address: Address, name: str) -> list[str]:
         """Per-user config (qpsmtpd's ``$address->config``): the ``user_config`` hook, else global."""
-        return self._hook_config("user_config", address, name) or self.config_list(name)
+        return self.hook_config("user_config", address, name) or self.config_list(name)
 
-    def _hook_config(self, hook: str, *args: Any) -> list[str] | None:
+    def hook_config(self, hook: str, *args: Any) -> list[str] | None:
+        """The values a ``config``/``user_config`` plugin supplies (its OK answer), or None."""
         if not self.hooks.has(hook):
             return None
         result = self.hooks.run_sync(hook, None, *args)

@@ -25,7 +25,6 @@ import re
 from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
-from qptwisted.core.codes import OK
 from qptwisted.core.config import Config, ConfigError
 
 if TYPE_CHECKING:
@@ -105,14 +104,9 @@ def groups_in_use(engine: Engine) -> bool:
 
 def group_of(engine: Engine, address: Address) -> str | None:
     """The policy group of recipient ``address``: a ``user_config`` plugin's, else the table's."""
-    if engine.hooks.has("user_config"):
-        result = engine.hooks.run_sync("user_config", None, address, "policy_group")
-        if result.code is OK:
-            value = result.message if result.message is not None else result.value
-            if isinstance(value, list | tuple):
-                value = value[0] if value else None
-            if value:
-                return check_group_name(str(value))
+    values = engine.hook_config("user_config", address, "policy_group")
+    if values:
+        return check_group_name(values[0])
     return group_table(engine).group_of(address)
 
 
