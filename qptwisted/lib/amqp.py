@@ -21,7 +21,7 @@ disk. Everything else fails the Deferred, so the caller can answer 4xx:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,7 +29,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.python.failure import Failure
 
-Setup = Callable[[Any], Deferred[Any]]
+Setup = Callable[[Any], Awaitable[Any]]
 Log = Callable[[str], None]
 
 
