@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -284,3 +285,57 @@ def haproxy_config(port: int, servers: list[int], source: str = "127.0.0.2", che
     lines += [f"    server node{index} 127.0.0.1:{server} send-proxy-v2{check_words}"
               for index, server in enumerate(servers, 1)]
     return "\n".join(lines) + "\n"
+
+
+TWISTD = "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"
+
+
+class Node:
+    """One qptwisted node: ``twistd qpsmtpd --workers N`` in its own process group (master and workers)."""
+
+    def __init__(self, name: str, config: Path, port: int, workers: int = 2) -> None:
+        self.name = name
+        self.config = config
+        self.port = port
+        self.workers = workers
+        self.log = config.parent / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        argv = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "qpsmtpd", "--config", str(self.config),
+                "--workers", str(self.workers), "--grace", "5",
+                "--port", f"tcp:{self.port}:interface=127.0.0.1"]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("RELAYCLIENT", None)
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(argv, cwd=self.config.parent, stdout=log,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                            start_new_session=True)
+        self.starts += 1
+        wait_for(self.greets, f"node {self.name} to greet on port {self.port}")
+
+    def greets(self) -> bool:
+        """True once a worker answers a direct (untrusted, plain SMTP) connection with 220."""
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"node {self.name} exited: {self.log.read_text(errors='replace')[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+                sock.settimeout(5)
+                ready = sock.recv(512).startswith(b"220")
+                sock.sendall(b"QUIT\r\n")
+                return ready
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL to master and workers at once: the machine died."""
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait(PATIENCE)
+
+    def stop(self) -> None:
+        _stop(self.process)
