@@ -267,7 +267,7 @@ class ClusterTests(unittest.TestCase):
             # the real client, as HAProxy saw it: in Received and in the envelope headers
             self.assertIn(f"({client_ip(index)})", received)
             self.assertEqual(headers["x-client-ip"], client_ip(index))
-        for token, attempt in accepted.items():
+        for attempt in accepted.values():
             self.assertEqual(seen[attempt], 1, f"{attempt} got 250 and is queued {seen[attempt]} times")
         duplicates = [attempt for attempt in seen if outcomes.get(attempt) != "250"]
         for attempt in duplicates:  # confirmed by the broker, but the node died before its 250
