@@ -13,7 +13,9 @@ of the listener first meets a :class:`ProxyReceiver`:
   ``connect`` see the real client, then the greeting goes out. LOCAL
   headers (the proxy's health checks) keep the proxy's own addresses.
 - a connection **from anywhere else** is SMTP from its first byte, and must
-  not start with a PROXY header: one that does is refused.
+  not start with a PROXY header: one that does is refused. (Its first bytes
+  are held only while they could still begin a header: at most 11 bytes of
+  ``PROXY `` or of the v2 signature.)
 
 A missing, malformed or oversized header, one that does not arrive whole
 within ``proxy_timeout`` seconds (default 10) of the connect, and a header
