@@ -141,20 +141,30 @@ class RelayQueue(Plugin):
         return client
 
     def client_attributes(self, transaction: Transaction, xclient: bool) -> dict[str, str]:
-        """NAME, ADDR, PORT, HELO, PROTO (and SOURCE for XFORWARD) of the real client."""
+        """NAME, ADDR, PORT, HELO, PROTO, LOGIN (XCLIENT) or SOURCE, IDENT (XFORWARD) of the real client.
+
+        As Postfix writes them: an IPv6 address prefixed ``IPV6:``, unknown
+        values ``[UNAVAILABLE]``; SOURCE is LOCAL for relay clients (our own
+        users), REMOTE otherwise; IDENT is the transaction's id here. A
+        value longer than Postfix takes (255) is sent as ``[UNAVAILABLE]``
+        rather than have every message of that client refused.
+        """
         connection = transaction.connection
+        ip = connection.remote_ip
         attributes = {
             "NAME": connection.remote_host or "[UNAVAILABLE]",
-            "ADDR": connection.remote_ip,
+            "ADDR": f"IPV6:{ip}" if ":" in ip else ip,
             "PORT": str(connection.remote_port),
             "HELO": connection.hello_host or "[UNAVAILABLE]",
             "PROTO": "ESMTP" if connection.hello == "ehlo" else "SMTP",
         }
-        if connection.auth_user and xclient:
-            attributes["LOGIN"] = connection.auth_user
-        if not xclient:
-            attributes["SOURCE"] = "REMOTE"
-        return attributes
+        if xclient:
+            if connection.auth_user:
+                attributes["LOGIN"] = connection.auth_user
+        else:
+            attributes["SOURCE"] = "LOCAL" if connection.relay_client else "REMOTE"
+            attributes["IDENT"] = f"{connection.id}.{transaction.id}"
+        return {key: value if len(value) <= 255 else "[UNAVAILABLE]" for key, value in attributes.items()}
 
     # -- the queue hook ---------------------------------------------------------
     def envelope(self, transaction: Transaction, client: SMTPClient) -> Envelope:

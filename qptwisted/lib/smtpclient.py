@@ -39,7 +39,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from qptwisted.core.replies import Reply, ReplyError, ReplyParser
-from qptwisted.mail.dsn import xtext
+from qptwisted.mail.dsn import decode_xtext, xtext
 
 #: the largest BDAT chunk sent downstream (the stored message arrives in 64 KiB pieces)
 BDAT_CHUNK = 1 << 18
@@ -133,6 +133,32 @@ def target_endpoint(reactor: Any, host: str, port: int | None, timeout: float) -
         return HostnameEndpoint(reactor, host.encode("idna"), port, timeout=timeout)
     endpoint = TCP6ClientEndpoint if ip.version == 6 else TCP4ClientEndpoint
     return endpoint(reactor, host, port, timeout=int(timeout))
+
+
+#: the longest XCLIENT/XFORWARD command sent (Postfix's own client keeps to 512)
+MAX_ATTRIBUTE_LINE = 512
+
+
+def attribute_lines(verb: str, attributes: dict[str, str], offered: set[str]) -> list[str]:
+    """``VERB NAME=xtext ...`` commands for the ``offered`` attributes, each within the line bound."""
+    lines: list[str] = []
+    line = verb
+    for key, value in attributes.items():
+        if key not in offered:
+            continue
+        part = f" {key}={xtext(value)}"
+        if line != verb and len(line) + len(part) > MAX_ATTRIBUTE_LINE:
+            lines.append(line)
+            line = verb
+        line += part
+    if line != verb:
+        lines.append(line)
+    return lines
+
+
+def xtext_decode(value: str) -> str:
+    """RFC 3461 xtext back to text (``+2B`` is ``+``), leniently, as XCLIENT/XFORWARD servers read it."""
+    return decode_xtext(value, strict=False)
 
 
 def smtp_data(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -344,9 +370,10 @@ class SMTPClient:
         self.protocol.send(line)
         return await self.protocol.read_reply(timeout or self.timeouts.command)
 
-    async def hello(self) -> Reply:
-        """EHLO (or LHLO), falling back to HELO for an old SMTP server."""
-        reply = await self.command(f"{'LHLO' if self.lmtp else 'EHLO'} {self.helo}")
+    async def hello(self, name: str | None = None) -> Reply:
+        """EHLO (or LHLO) with ``name`` (default: ours), falling back to HELO for an old SMTP server."""
+        name = name or self.helo
+        reply = await self.command(f"{'LHLO' if self.lmtp else 'EHLO'} {name}")
         self.extensions = {}
         if reply.code == 250:
             for line in reply.lines[1:]:
@@ -355,7 +382,7 @@ class SMTPClient:
             return reply
         if self.lmtp:
             raise SMTPClientError(f"LHLO refused: {reply}")
-        reply = await self.command(f"HELO {self.helo}")
+        reply = await self.command(f"HELO {name}")
         if reply.code != 250:
             raise SMTPClientError(f"HELO refused: {reply}")
         return reply
@@ -370,26 +397,32 @@ class SMTPClient:
         await self.hello()
 
     async def xclient(self, attributes: dict[str, str]) -> None:
-        """Postfix XCLIENT: tell the downstream who the real client is; hello again."""
+        """Postfix XCLIENT: tell the downstream who the real client is; hello again.
+
+        Only attributes the downstream offers are sent, in commands of at
+        most :data:`MAX_ATTRIBUTE_LINE` characters (each answered 220). The
+        hello after it carries the client's HELO name when there is one (a
+        server may take the name from that EHLO rather than from ``HELO=``).
+        """
         offered = set(self.extensions.get("XCLIENT", "").upper().split())
-        parts = [f"{key}={xtext(value)}" for key, value in attributes.items() if key in offered]
-        if not parts:
+        lines = attribute_lines("XCLIENT", attributes, offered)
+        if not lines:
             return
-        reply = await self.command("XCLIENT " + " ".join(parts))
-        if reply.code != 220:
-            raise SMTPClientError(f"XCLIENT refused: {reply}")
+        for line in lines:
+            reply = await self.command(line)
+            if reply.code != 220:
+                raise SMTPClientError(f"XCLIENT refused: {reply}")
         self.personal = True
-        await self.hello()
+        helo = attributes.get("HELO", "")
+        await self.hello(helo if helo and not helo.startswith("[") else None)
 
     async def xforward(self, attributes: dict[str, str]) -> None:
-        """Postfix XFORWARD: per-transaction client attributes."""
+        """Postfix XFORWARD: per-transaction client attributes (long ones in several commands)."""
         offered = set(self.extensions.get("XFORWARD", "").upper().split())
-        parts = [f"{key}={xtext(value)}" for key, value in attributes.items() if key in offered]
-        if not parts:
-            return
-        reply = await self.command("XFORWARD " + " ".join(parts))
-        if reply.code != 250:
-            raise SMTPClientError(f"XFORWARD refused: {reply}")
+        for line in attribute_lines("XFORWARD", attributes, offered):
+            reply = await self.command(line)
+            if reply.code != 250:
+                raise SMTPClientError(f"XFORWARD refused: {reply}")
 
     async def reset(self) -> bool:
         """RSET; True if the connection is still usable."""

@@ -171,6 +171,17 @@ class RedisStore:
         self._redis.close()
 
 
+def store_location(spec: str | None, default_path: str, engine: Engine) -> tuple[str, str]:
+    """``("redis", URL)`` or ``("sqlite", PATH)`` for a store argument (see :func:`open_store`)."""
+    if spec and spec.startswith(("redis://", "rediss://", "unix://")):
+        return "redis", spec
+    if spec and spec.startswith("sqlite:"):
+        return "sqlite", str(engine.config.resolve(spec[len("sqlite:"):], workdir=True))
+    if spec and spec != "sqlite":
+        raise ValueError(f"unknown store {spec!r}: use sqlite, sqlite:PATH or redis://host:port/db")
+    return "sqlite", default_path
+
+
 def open_store(spec: str | None, default_path: str, name: str, engine: Engine) -> SQLiteStore | RedisStore:
     """A store from a plugin argument, working on ``engine``'s thread pool.
 
@@ -179,14 +190,9 @@ def open_store(spec: str | None, default_path: str, name: str, engine: Engine) -
     SQLite store is pruned every :data:`PRUNE_INTERVAL` seconds on the
     engine's clock, until the engine closes.
     """
-    if spec and spec.startswith(("redis://", "rediss://", "unix://")):
-        return RedisStore(spec, name, engine.defer_to_thread)
-    if spec and spec.startswith("sqlite:"):
-        path = str(engine.config.resolve(spec[len("sqlite:"):], workdir=True))
-    elif spec and spec != "sqlite":
-        raise ValueError(f"unknown store {spec!r}: use sqlite, sqlite:PATH or redis://host:port/db")
-    else:
-        path = default_path
-    store = SQLiteStore(path, name, engine.defer_to_thread)
+    kind, where = store_location(spec, default_path, engine)
+    if kind == "redis":
+        return RedisStore(where, name, engine.defer_to_thread)
+    store = SQLiteStore(where, name, engine.defer_to_thread)
     engine.call_every(PRUNE_INTERVAL, lambda: store.prune(float(engine.clock.seconds())))
     return store

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 _XTEXT_SAFE = re.compile(rb"[!-*,-<>-~]")
 _XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-Fa-f]{2})*\Z")
+_HEX = re.compile(r"\+([0-9A-Fa-f]{2})")
 _ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+\Z")
 _NOTIFY_WORDS = ("SUCCESS", "FAILURE", "DELAY")
 #: RFC 3461 4.4: an ENVID is at most 100 characters; 4.2: an ORCPT at most 500
@@ -33,14 +34,14 @@ def xtext(value: str) -> str:
                    for byte in value.encode("utf-8"))
 
 
-def decode_xtext(value: str) -> str:
-    """Decode RFC 3461 xtext; :class:`DSNError` if ``value`` is not xtext."""
-    if not _XTEXT.match(value):
+def decode_xtext(value: str, strict: bool = True) -> str:
+    """Decode RFC 3461 xtext; :class:`DSNError` if ``value`` is not xtext (unless not ``strict``)."""
+    if strict and not _XTEXT.match(value):
         raise DSNError(f"not xtext: {value[:40]!r}")
     if "+" not in value:
         return value
-    raw = re.sub(r"\+([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), value)
-    return raw.encode("latin-1").decode("utf-8", "replace")
+    raw = _HEX.sub(lambda m: chr(int(m.group(1), 16)), value)
+    return raw.encode("latin-1", "replace").decode("utf-8", "replace")
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from qptwisted.core.config import ConfigError, default_config_dir
 from qptwisted.core.engine import Engine, new_threadpool
 from qptwisted.core.replies import format_reply
 from qptwisted.mail.spool import remove_orphans
+from qptwisted.service.proxy import proxy_layer
 from qptwisted.smtp.protocol import ListenerContext, SMTPProtocol
 
 _log = Logger(namespace="qptwisted")
@@ -98,7 +99,12 @@ class SMTPFactory(ServerFactory, ListenerContext):
         return self.engine.settings.max_connections or self._default_max
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:
-        """A protocol for one new connection (or the 421 of a full house)."""
+        """A protocol for one new connection: the PROXY layer first when ``proxy_hosts`` lists proxies."""
+        layer = proxy_layer(self, addr)
+        return layer if layer is not None else self.smtp_protocol(addr)
+
+    def smtp_protocol(self, addr: IAddress | None) -> Protocol:
+        """The SMTP protocol for a client at ``addr`` (or the 421 of a full house)."""
         settings = self.engine.settings
         ip = getattr(addr, "host", "")
         if self.connections >= self.max_connections:

@@ -80,6 +80,7 @@ class SMTPProtocol(Protocol):
         self._last_byte = 0.0
         self._data_bytes = 0
         self._commands = 0
+        self._counted_ip = ""
 
     # -- connection lifecycle --------------------------------------------------
     def connectionMade(self) -> None:
@@ -90,6 +91,8 @@ class SMTPProtocol(Protocol):
         connection = Connection(getattr(peer, "host", "127.0.0.1"), getattr(peer, "port", 0),
                                 getattr(host, "host", "127.0.0.1"), getattr(host, "port", 0))
         self.session = Session(engine, connection, self)
+        # counted under the address it connected with: XCLIENT may change remote_ip later
+        self._counted_ip = connection.remote_ip
         concurrent, from_ip = self.factory.opened(connection.remote_ip)
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self._started = self._turn = self._last_byte = engine.clock.seconds()
@@ -104,7 +107,7 @@ class SMTPProtocol(Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        self.factory.closed(self.session.connection.remote_ip)
+        self.factory.closed(self._counted_ip)
         self._receiver = None
         step, self._step = self._step, None
         if step is not None and not step.called:

@@ -18,6 +18,7 @@ from tests.plugins.queue_support import free_port, header_of, shared_postfix, wa
 
 MESSAGE = (b"From: alice@example.org\nTo: bob@example.test\nSubject: forward test\n"
            b"Message-Id: <fwd-1@example.org>\n\nfirst line\n.starts with a dot\n..two dots\nlast line\n")
+LONG_NAME = "fwd." + ".".join(["y" * 60] * 3) + ".example"  # 197 characters, labels within 63
 
 
 def plugin_of(engine: Any) -> Any:
@@ -42,6 +43,10 @@ class ForwardMixin:
 
 class RealPostfixTests(ForwardMixin, unittest.TestCase):
     """Delivery through a private Postfix instance that writes Maildirs."""
+
+    @staticmethod
+    def txn_ident(txn: Any) -> str:
+        return f"{txn.connection.id}.{txn.id}"
 
     def setUp(self) -> None:
         self.postfix = shared_postfix()
@@ -97,6 +102,38 @@ class RealPostfixTests(ForwardMixin, unittest.TestCase):
         received = header_of(message, "Received")[0]
         self.assertIn("client.example", received)
         self.assertIn("192.0.2.1", received)
+
+    @defer.inlineCallbacks
+    def test_xclient_client_with_its_own_helo_name(self) -> Any:
+        engine = self.forwarder(f"queue/smtp-forward 127.0.0.1:{self.postfix.port} xclient starttls=no")
+        txn = make_transaction(engine, sender="<alice@example.org>", recipients=["<bob@example.test>"],
+                               message=MESSAGE)
+        connection = txn.connection
+        connection.remote_ip, connection.remote_host = "192.0.2.25", "name.example"
+        connection.hello, connection.hello_host = "ehlo", "helo.example"
+        result = yield run_hook(engine, "queue", txn)
+        self.assertEqual(result.code, OK, result.message)
+        message = wait_for(lambda: self.postfix.delivered("bob"), "bob's maildir")[0]  # type: ignore[index]
+        received = header_of(message, "Received")[0]
+        self.assertIn("from helo.example (name.example [192.0.2.25])", received)
+
+    # (the private Postfix speaks IPv4 only; IPv6 clients over XCLIENT: tests/plugins/test_xclient.py)
+    @defer.inlineCallbacks
+    def test_xforward_names_the_real_client_in_postfix_log(self) -> Any:
+        engine = self.forwarder(f"queue/smtp-forward 127.0.0.1:{self.postfix.port} xforward starttls=no "
+                                "reuse=0")
+        txn = make_transaction(engine, sender="<alice@example.org>", recipients=["<bob@example.test>"],
+                               message=MESSAGE)
+        connection = txn.connection
+        # long enough to need two XFORWARD commands (Postfix's line bound is 512 there)
+        connection.remote_ip, connection.remote_host = "192.0.2.26", LONG_NAME
+        connection.hello, connection.hello_host = "ehlo", "helo." + LONG_NAME
+        result = yield run_hook(engine, "queue", txn)
+        self.assertEqual(result.code, OK, result.message)
+        wait_for(lambda: self.postfix.delivered("bob"), "bob's maildir")
+        # Postfix logs the forwarded client (its Received names the connection it had)
+        wait_for(lambda: f"client={LONG_NAME}[192.0.2.26]" in self.postfix.log(), "the client in the log")
+        self.assertIn(f"orig_queue_id={self.txn_ident(txn)}", self.postfix.log())
 
     @defer.inlineCallbacks
     def test_connection_reused_across_messages(self) -> Any:
