@@ -138,14 +138,19 @@ class Session:
     def _deny(self, hook: HookSpec, result: HookResult, **fields: str) -> bool:
         """Send the reply for a refusing answer; True if ``result`` was one (or DONE).
 
-        A chain that a broken plugin failed closed answers the FAULT reply (451 4.3.0).
+        A chain that a broken plugin failed closed answers the FAULT reply (451 4.3.0);
+        a refusal that carries a :class:`Reply` (``(DENYSOFT, Reply(451, "4.7.1", "..."))``,
+        a milter's ``SMFIR_REPLYCODE``) is sent as it is.
         """
         if result.code is DONE:
             return True
-        reply = FAULT if result.value is FAULT else hook.replies.get(result.code)
+        reply = hook.replies.get(result.code)
+        exact = isinstance(result.value, Reply) and (reply is not None or result.value is FAULT)
+        if exact:
+            reply = result.value
         if reply is None:
             return False
-        self._reply(reply, result if reply is not FAULT else result._replace(message=None),
+        self._reply(reply, result._replace(message=None) if exact else result,
                     result.code in hook.closing, **fields)
         return True
 
