@@ -63,6 +63,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from twisted.internet.defer import CancelledError
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
@@ -199,7 +200,11 @@ class Rspamd(ScannerPlugin):
             response = await client.post(url, data=MessageBodyProducer(self, transaction),
                                          headers=self.request_headers(transaction))
             body = await treq.content(response)
+        except CancelledError:
+            raise
         except Exception as err:
+            if any(reason.check(CancelledError) for reason in getattr(err, "reasons", ())):
+                raise CancelledError() from err  # our timeout, seen through the HTTP client
             raise ScannerError(f"{self.rspamd_socket}: {type(err).__name__}: {err}") from err
         if response.code != 200:
             raise ScannerError(f"rspamd answered HTTP {response.code}: {body[:200]!r}")

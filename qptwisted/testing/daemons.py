@@ -248,7 +248,7 @@ options {{
   dns {{ nameserver = ["127.0.0.1:{dead}"]; timeout = 0.2s; retransmits = 1; }}
   filters = "{filters}";
   cache_file = "{db}/symbols.cache";
-  hs_cache_dir = "{db}/";
+  hs_cache_dir = "{_hyperscan_cache(owner, db)}/";
   dynamic_conf = "{db}/dynamic";
   history_file = "{db}/history";
   stats_file = "{db}/stats.ucl";
@@ -273,6 +273,22 @@ milter_headers {{ use = ["x-spamd-result", "x-rspamd-server"]; skip_local = fals
     daemon.wait_port()
     daemon.wait_port(milter_port)
     return daemon
+
+
+def _hyperscan_cache(owner: pwd.struct_passwd, fallback: Path) -> Path:
+    """A hyperscan cache shared by the rspamd instances of this machine (compiling takes ~10 s; the
+    cache is keyed by the rules' hash), or ``fallback`` when the shared one is not rspamd's alone."""
+    shared = Path(tempfile.gettempdir()) / "qptwisted-rspamd-hyperscan"
+    try:
+        shared.mkdir(mode=0o700, exist_ok=True)
+        if os.geteuid() == 0 and shared.stat().st_uid != owner.pw_uid:
+            os.chown(shared, owner.pw_uid, owner.pw_gid)
+        info = shared.stat()
+    except OSError:
+        return fallback
+    if info.st_uid != owner.pw_uid or info.st_mode & 0o077:
+        return fallback
+    return shared
 
 
 # -- OpenDKIM --------------------------------------------------------------------------------
