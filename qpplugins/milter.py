@@ -250,10 +250,10 @@ class Milter(ScannerPlugin):
         session = self.sessions.pop(transaction.connection.id, None)
         if session is not None and session.client is not None:
             try:
-                session.client.quit()
+                session.client.quit()  # QUIT, then close once it is written
             except ScannerError:
-                pass
-            session.drop()
+                session.drop()
+            session.client = None
 
     def hook_queue(self, transaction: Transaction) -> HookAnswer:
         return discard_answer(self, transaction)
@@ -333,6 +333,7 @@ class Milter(ScannerPlugin):
     # -- changes and macros ------------------------------------------------------------------------
     def apply(self, transaction: Transaction, changes: Changes) -> None:
         """Carry out what the milter asked at the end of the message."""
+        kinds = changes.kinds
         header = transaction.header
         for op, index, name, value in changes.headers:
             try:
@@ -368,9 +369,9 @@ class Milter(ScannerPlugin):
         if not transaction.recipients:
             transaction.notes["discard"] = f"{self.plugin_name}: every recipient was deleted"
         note = transaction.notes.get(self.plugin_name)
-        if isinstance(note, dict) and changes.kinds:
-            note["changes"] = changes.kinds
-            self.log(LOGINFO, f"changes: {', '.join(changes.kinds)}")
+        if isinstance(note, dict) and kinds:
+            note["changes"] = kinds
+            self.log(LOGINFO, f"changes: {', '.join(kinds)}")
 
     def address(self, path: str, recipient: bool) -> Address | None:
         """An address the milter named (angle brackets optional); None (logged) if it is not one."""

@@ -22,6 +22,7 @@ from twisted.internet.task import deferLater
 from twisted.trial import unittest
 from twisted.web import resource, server
 
+from qptwisted import OK, HookAnswer, Plugin, Transaction
 from qptwisted.core.replies import Reply
 from qptwisted.testing import SMTPDialogue
 from qptwisted.testing.daemons import Daemon, DaemonUnavailable
@@ -231,6 +232,15 @@ class ScriptedMilter:
         """The commands received so far, in order, macros left out (``b"OCHMRTLLNBE"``)."""
         return b"".join(command for command, _ in self.received if command != b"D")
 
+    async def seen(self, expected: bytes, timeout: float = 10.0) -> bytes:
+        """:meth:`commands` once they are ``expected`` (packets written just now may still be on
+        their way), or whatever came after ``timeout``."""
+        waited = 0.0
+        while self.commands() != expected and waited < timeout:
+            await deferLater(reactor, 0.01, lambda: None)  # type: ignore[arg-type]
+            waited += 0.01
+        return self.commands()
+
     def data(self, command: bytes) -> list[bytes]:
         """The payloads of every ``command`` packet."""
         return [payload for received, payload in self.received if received == command]
@@ -298,3 +308,20 @@ class RspamdStandIn:
     def address(self) -> str:
         """``127.0.0.1:port``."""
         return f"127.0.0.1:{self.port.getHost().port}"
+
+
+class Capture(Plugin):
+    """A queue plugin that keeps what it would store: the message, the envelope, the notes."""
+
+    name = "test_scanner_capture"
+
+    def register(self, *args: str) -> None:
+        self.messages: list[bytes] = []
+        self.envelopes: list[tuple[str, list[str]]] = []
+        self.notes: list[dict[str, Any]] = []
+
+    def hook_queue(self, transaction: Transaction) -> HookAnswer:
+        self.messages.append(transaction.message_bytes())
+        self.envelopes.append((str(transaction.sender), [str(rcpt) for rcpt in transaction.recipients]))
+        self.notes.append(dict(transaction.notes))
+        return OK, "Queued"
