@@ -74,7 +74,7 @@ from qptwisted.lib.scanner import (
 
 _SPAM_LINE = re.compile(r"(True|False|Yes|No)\s*;\s*(-?[\d.]+)\s*/\s*(-?[\d.]+)", re.IGNORECASE)
 _REPORT_RULE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s+([A-Z0-9_]+)\s", re.MULTILINE)
-_TESTS = re.compile(r"tests=(\S*)", re.IGNORECASE)
+_TESTS = re.compile(r"tests=(.*?)(?:\s+\w+=|$)", re.IGNORECASE | re.DOTALL)
 
 
 @dataclass
@@ -192,7 +192,7 @@ class SpamAssassin(ScannerPlugin):
             return [name for _, name in _REPORT_RULE.findall(text)]
         status = Headers(answer.body.replace(b"\r\n", b"\n")).get("X-Spam-Status") or ""
         found = _TESTS.search(status)
-        return [name for name in (found.group(1) if found else "").split(",") if name]
+        return [name for name in re.split(r"[,\s]+", found.group(1) if found else "") if name]
 
     def act(self, transaction: Transaction, answer: SpamdAnswer) -> HookAnswer:
         """Headers, note, subject and the verdict for one scanned message."""

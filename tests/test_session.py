@@ -7,7 +7,18 @@ from typing import Any
 
 from twisted.trial import unittest
 
-from qptwisted import DECLINED, DENY, DENYSOFT, OK, Address, HookAnswer, Plugin, Reply, Transaction, __version__
+from qptwisted import (
+    DECLINED,
+    DENY,
+    DENYSOFT,
+    OK,
+    Address,
+    HookAnswer,
+    Plugin,
+    Reply,
+    Transaction,
+    __version__,
+)
 from qptwisted.testing import make_engine
 
 from .core_support import CaptureQueue, Dialogue

@@ -121,7 +121,7 @@ class ScannerAddress:
             if text.startswith(prefix):
                 text = text[len(prefix):]
                 if not text.startswith("/"):
-                    raise ValueError(f"{prefix}{text!r}: a Unix socket needs an absolute path")
+                    raise ValueError(f"'{prefix}{text}': a Unix socket needs an absolute path")
         if text.startswith("/"):
             return cls(path=text)
         milter = re.fullmatch(r"inet6?:(\d+)@(.+)", text)

@@ -72,6 +72,7 @@ class SpamdTests(unittest.TestCase):
         self.assertEqual(transaction.header.get_all("X-Spam-Flag"), ["YES"])
         self.assertTrue((transaction.header["X-Spam-Status"] or "").startswith("Yes, score=10"))
         self.assertEqual(transaction.header["X-Spam-Level"], "*" * 50)
+        self.assertIn("GTUBE", transaction.notes["spamassassin"]["tests"])  # found in the folded status
 
     async def test_forged_flag_dropped(self) -> None:
         _, transaction = await self.scan(self.engine("leave_old_headers", "drop"), PLAIN)
