@@ -190,7 +190,8 @@ class SpamAssassin(ScannerPlugin):
             return [name for name in re.split(r"[,\s]+", text.strip()) if name]
         if self.command == "report":
             return [name for _, name in _REPORT_RULE.findall(text)]
-        status = Headers(answer.body.replace(b"\r\n", b"\n")).get("X-Spam-Status") or ""
+        raw = Headers(answer.body.replace(b"\r\n", b"\n")).raw_values("X-Spam-Status")
+        status = raw[0].decode("utf-8", "replace") if raw else ""
         found = _TESTS.search(status)
         return [name for name in re.split(r"[,\s]+", found.group(1) if found else "") if name]
 

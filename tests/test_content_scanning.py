@@ -194,3 +194,27 @@ class ReactorTests(Base):
         sender.join(PATIENCE)
         self.assertEqual(first, {"refused": {}})
         wait_for(lambda: len(server.delivered()) == 2, "the first message")
+
+
+class DocsExampleTests(unittest.TestCase):
+    """Every config/plugins line of docs/content-scanning.md loads (arguments valid, plugins found)."""
+
+    def test_the_chain_and_every_example_line_load(self) -> None:
+        import re
+
+        from qptwisted.testing import make_engine
+
+        docs = (Path(__file__).resolve().parent.parent / "docs" / "content-scanning.md").read_text()
+        blocks = [body for language, body in re.findall(r"^```(\w*)\n(.*?)^```$", docs, re.S | re.M)
+                  if not language]
+        chain = next(block for block in blocks if "queue/quarantine spool/quarantine" in block)
+        directory = tempfile.mkdtemp(prefix="qpt-docs-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        engine = make_engine(chain.split("\n")[:-1], directory=directory)
+        self.assertEqual(len(engine.plugins), 10)
+        singles = [line for block in blocks for line in block.splitlines()
+                   if re.match(r"(spamassassin|virus/clamdscan|rspamd|milter(:\d)?|queue/quarantine) ",
+                               line)]
+        self.assertEqual(len(singles), 11)
+        for line in singles:
+            make_engine([line.replace("/var/spool/qpsmtpd/quarantine", directory)], directory=directory)

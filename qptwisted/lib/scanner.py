@@ -203,8 +203,11 @@ class ScannerConnection(Protocol):
 
     # -- protocol and producer callbacks -------------------------------------------------
     def connectionMade(self) -> None:
-        """Start as the transport's producer."""
-        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        """Start as the transport's producer; small requests go out at once (no Nagle delay)."""
+        transport: Any = self.transport
+        transport.registerProducer(self, True)
+        if hasattr(transport, "setTcpNoDelay"):
+            transport.setTcpNoDelay(True)
 
     def dataReceived(self, data: bytes) -> None:
         """Keep what the daemon said and wake the readers."""

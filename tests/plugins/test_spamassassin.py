@@ -177,7 +177,8 @@ class SpamdOutageTests(unittest.TestCase):
         spamd = shared("spamd", start_spamd)
         spamd.pause()
         try:
-            result, transaction = await self.scan("timeout", "1", "on_error", "defer", address=spamd.address)
+            result, transaction = await self.scan("timeout", "1", "connect_timeout", "1", "on_error", "defer",
+                                                  address=spamd.address)
         finally:
             spamd.resume()
         self.assertEqual(result.code, DENYSOFT)
