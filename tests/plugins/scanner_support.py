@@ -293,7 +293,8 @@ class RspamdStandIn:
     Setting ``delay`` to a Deferred holds the answer until it fires.
     """
 
-    def __init__(self, case: unittest.TestCase, answer: dict[str, Any] | bytes | None = None) -> None:
+    def __init__(self, case: unittest.TestCase, answer: dict[str, Any] | bytes | None = None,
+                 unix: str | None = None) -> None:
         self.answer: dict[str, Any] | bytes = answer or {"action": "no action", "score": 0.5,
                                                          "required_score": 15.0, "symbols": {}}
         self.status = 200
@@ -301,13 +302,13 @@ class RspamdStandIn:
         self.requests: list[dict[str, Any]] = []
         site = server.Site(_CheckV2(self))
         site.noisy = False
-        self.port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
+        if unix is not None:
+            self.port = reactor.listenUNIX(unix, site)  # type: ignore[attr-defined]
+            self.address = unix
+        else:
+            self.port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
+            self.address = f"127.0.0.1:{self.port.getHost().port}"
         case.addCleanup(self.port.stopListening)
-
-    @property
-    def address(self) -> str:
-        """``127.0.0.1:port``."""
-        return f"127.0.0.1:{self.port.getHost().port}"
 
 
 class Capture(Plugin):

@@ -244,6 +244,14 @@ class ProtocolTests(Base):
         self.assertEqual(len(milter.data(b"B")), 1)
         self.assertEqual(milter.commands()[-3:], b"BEA")
 
+    async def test_large_message_skips_the_milter_with_an_abort(self) -> None:
+        milter = ScriptedMilter(self)
+        smtp = self.dialogue(f"milter {milter.address} max_size 100")
+        await smtp.start()
+        self.assertEqual((await smtp.deliver(SENDER, [RCPT], MESSAGE))[-1].code, 250)
+        self.assertEqual(await milter.seen(b"OCHMRTA"), b"OCHMRTA")
+        self.assertEqual(self.capture.notes[0]["milter"]["result"], "skipped")
+
     async def test_version_2_milter_gets_no_data_event(self) -> None:
         milter = ScriptedMilter(self, version=2)
         smtp = self.dialogue(f"milter {milter.address}")

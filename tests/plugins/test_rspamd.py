@@ -123,6 +123,20 @@ class StandInTests(Base):
         self.assertTrue(request["body"].startswith(b"From: alice@example.org\n"))
         self.assertTrue(request["body"].endswith(b"Shall we have lunch on Friday?\n"))
 
+    async def test_over_a_unix_socket(self) -> None:
+        import shutil
+        import tempfile
+
+        directory = tempfile.mkdtemp(prefix="qpt-rspamd-")  # short: a socket path has ~100 bytes at most
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = f"{directory}/rspamd.sock"
+        rspamd = RspamdStandIn(self, {"action": "add header", "score": 6.5, "required_score": 15.0},
+                               unix=path)
+        result, transaction = await self.scan(self.engine(path))
+        self.assertEqual(result.code, DECLINED)
+        self.assertEqual(transaction.header["X-Spam"], "Yes")
+        self.assertEqual(rspamd.requests[0]["headers"]["Host"], ["rspamd"])
+
     async def test_soft_reject_and_greylist_defer(self) -> None:
         engine = self.engine(self.rspamd.address)
         self.answer("soft reject", messages={"smtp_message": "Ratelimit exceeded"})
