@@ -57,6 +57,9 @@ Arguments:
 ``on_error defer|accept|reject``, ``reject 1|0|naughty``, ``max_size SIZE`` (larger messages
 skip the milter; default no limit), ``skip_relay_clients 1``, ``loglevel``
     see above and docs/content-scanning.md.
+``reject_type temp``
+    soft bounce: the milter's 5xx refusals are sent as 4xx (a new milter can be tried without
+    losing mail).
 
 qpsmtpd's ``milter`` spoke protocol version 2 only (its issue #329).
 
@@ -308,6 +311,8 @@ class Milter(ScannerPlugin):
             transaction.notes["discard"] = f"{self.plugin_name} at {stage}"
             return DECLINED
         reply = verdict.reply or Reply(550, "5.7.1", "Command rejected")
+        if reply.code >= 500 and self.reject_type in ("temp", "soft"):  # soft bounce: try a new milter safely
+            reply = reply._replace(code=reply.code - 100, enhanced=f"4{(reply.enhanced or '5.7.1')[1:]}")
         code: Code = DENY if reply.code >= 500 else DENYSOFT
         if action == "shutdown":
             code = DENYSOFT_DISCONNECT

@@ -103,7 +103,7 @@ def format_size(size: int) -> str:
 
 
 # -- addresses ----------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ScannerAddress:
     """Where a scanner daemon listens: a TCP host and port, or a Unix socket path."""
 
@@ -155,6 +155,9 @@ class ScannerAddress:
             return TCP6ClientEndpoint(reactor, self.host, self.port, timeout=timeout)
         return HostnameEndpoint(reactor, self.host, self.port, timeout=timeout)
 
+    def __repr__(self) -> str:
+        return repr(str(self))
+
     def __str__(self) -> str:
         if self.path is not None:
             return self.path
@@ -180,6 +183,28 @@ def address_argument(default_port: int | None, default: Any = REQUIRED, help: st
 
 
 # -- the connection -----------------------------------------------------------------------
+class Waiters:
+    """Coroutines waiting for one kind of event (bytes arrived, the socket takes bytes again)."""
+
+    __slots__ = ("_waiting",)
+
+    def __init__(self) -> None:
+        self._waiting: list[Deferred[None]] = []
+
+    async def wait(self) -> None:
+        """Until :meth:`wake` (cancellable: a timeout gives up waiting)."""
+        waiter: Deferred[None] = Deferred()
+        self._waiting.append(waiter)
+        await waiter
+
+    def wake(self) -> None:
+        """Let everyone who waits go on."""
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            if not waiter.called:
+                waiter.callback(None)
+
+
 @implementer(IPushProducer, IHalfCloseableProtocol)
 class ScannerConnection(Protocol):
     """A client connection to a scanner daemon, with flow control both ways.
@@ -198,8 +223,8 @@ class ScannerConnection(Protocol):
         self.lost = False
         self.reason: Failure | None = None
         self._paused = False
-        self._writable: list[Deferred[None]] = []
-        self._readable: list[Deferred[None]] = []
+        self._writable = Waiters()
+        self._readable = Waiters()
 
     # -- protocol and producer callbacks -------------------------------------------------
     def connectionMade(self) -> None:
@@ -212,12 +237,12 @@ class ScannerConnection(Protocol):
     def dataReceived(self, data: bytes) -> None:
         """Keep what the daemon said and wake the readers."""
         self.buffer += data
-        self._wake(self._readable)
+        self._readable.wake()
 
     def readConnectionLost(self) -> None:
         """The daemon half-closed: nothing more will come."""
         self.eof = True
-        self._wake(self._readable)
+        self._readable.wake()
 
     def writeConnectionLost(self) -> None:
         """Our side finished writing."""
@@ -226,8 +251,8 @@ class ScannerConnection(Protocol):
         """The connection is gone: wake everyone who waits."""
         self.eof = self.lost = True
         self.reason = reason
-        self._wake(self._readable)
-        self._wake(self._writable)
+        self._readable.wake()
+        self._writable.wake()
 
     def pauseProducing(self) -> None:
         """The socket's buffer is full."""
@@ -236,19 +261,11 @@ class ScannerConnection(Protocol):
     def resumeProducing(self) -> None:
         """The socket takes bytes again."""
         self._paused = False
-        self._wake(self._writable)
+        self._writable.wake()
 
     def stopProducing(self) -> None:
         """The transport is going away."""
-        self._wake(self._writable)
-
-    @staticmethod
-    def _wake(waiters: list[Deferred[None]]) -> None:
-        pending = list(waiters)
-        waiters.clear()
-        for waiter in pending:
-            if not waiter.called:
-                waiter.callback(None)
+        self._writable.wake()
 
     # -- what scanners call --------------------------------------------------------------------
     @property
@@ -264,17 +281,12 @@ class ScannerConnection(Protocol):
             raise ScannerError(self.closed_reason)
         self.transport.write(data)  # type: ignore[union-attr]
         while self._paused and not self.lost:
-            waiter: Deferred[None] = Deferred()
-            self._writable.append(waiter)
-            await waiter
+            await self._writable.wait()
 
     async def wait_data(self) -> None:
         """Wait until more bytes arrive or the daemon closes."""
-        if self.eof:
-            return
-        waiter: Deferred[None] = Deferred()
-        self._readable.append(waiter)
-        await waiter
+        if not self.eof:
+            await self._readable.wait()
 
     async def read_exactly(self, size: int) -> bytes:
         """The next ``size`` bytes of the answer."""
@@ -442,15 +454,19 @@ class MessageBodyProducer:
         self.length = message_size(transaction)
         self._paused = False
         self._stopped = False
-        self._waiters: list[Deferred[None]] = []
+        self._resumed = Waiters()
 
     def startProducing(self, consumer: Any) -> Deferred[None]:
         """Write the message to ``consumer``; the Deferred fires when all of it was written."""
         finished: Deferred[None] = Deferred()
 
         def done(result: Any) -> None:
-            if not self._stopped and not finished.called:  # after stopProducing it must never fire
-                finished.callback(None) if not isinstance(result, Failure) else finished.errback(result)
+            if self._stopped or finished.called:
+                return  # after stopProducing it must never fire
+            if isinstance(result, Failure):
+                finished.errback(result)
+            else:
+                finished.callback(None)
 
         Deferred.fromCoroutine(self._produce(consumer)).addBoth(done)
         return finished
@@ -460,17 +476,10 @@ class MessageBodyProducer:
         async with contextlib.aclosing(chunks):
             async for chunk in chunks:
                 while self._paused and not self._stopped:
-                    waiter: Deferred[None] = Deferred()
-                    self._waiters.append(waiter)
-                    await waiter
+                    await self._resumed.wait()
                 if self._stopped:
                     return
                 consumer.write(chunk)
-
-    def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
 
     def pauseProducing(self) -> None:
         """The connection's buffer is full."""
@@ -479,12 +488,12 @@ class MessageBodyProducer:
     def resumeProducing(self) -> None:
         """The connection takes bytes again."""
         self._paused = False
-        self._wake()
+        self._resumed.wake()
 
     def stopProducing(self) -> None:
         """The request was abandoned."""
         self._stopped = True
-        self._wake()
+        self._resumed.wake()
 
 
 # -- the plugin base ------------------------------------------------------------------------

@@ -169,6 +169,12 @@ class ProtocolTests(Base):
         self.assertEqual(replies[-1], (554, "5.7.1", "Looks like spam\nSee https://example.org/why"))
         self.assertEqual(self.capture.messages, [])
 
+    async def test_reject_type_temp_soft_bounces(self) -> None:
+        milter = ScriptedMilter(self, {b"E": [milter_packet(b"y", b"554 5.7.1 No thanks\x00")]})
+        smtp = self.dialogue(f"milter {milter.address} reject_type temp")
+        await smtp.start()
+        self.assertEqual((await smtp.deliver(SENDER, [RCPT], MESSAGE))[-1], (454, "4.7.1", "No thanks"))
+
     async def test_reject_0_only_logs(self) -> None:
         milter = ScriptedMilter(self, {b"E": [milter_packet(b"r")]})
         smtp = self.dialogue(f"milter {milter.address} reject 0")
