@@ -212,15 +212,20 @@ class Rspamd(ScannerPlugin):
             answer = json.loads(body)
         except ValueError as err:
             raise ScannerError(f"rspamd's answer is not JSON: {body[:200]!r}") from err
-        if not isinstance(answer, dict) or "action" not in answer:
+        if not isinstance(answer, dict) or not isinstance(answer.get("action"), str):
             raise ScannerError(f"rspamd's answer has no action: {body[:200]!r}")
+        try:
+            answer["score"] = float(answer.get("score", 0))
+            answer["required_score"] = float(answer.get("required_score", 0))
+        except (TypeError, ValueError) as err:
+            raise ScannerError(f"rspamd's answer has no usable score: {body[:200]!r}") from err
         return answer
 
     def act(self, transaction: Transaction, answer: dict[str, Any]) -> HookAnswer:
         """Headers, note and the verdict for one checked message."""
         header = transaction.header
-        action = str(answer.get("action", "no action"))
-        score, required = float(answer.get("score", 0)), float(answer.get("required_score", 0))
+        action = answer["action"]
+        score, required = answer["score"], answer["required_score"]
         symbols = sorted(answer.get("symbols") or {})
         messages = answer.get("messages") or {}
         text = str(messages.get("smtp_message") or "") if isinstance(messages, dict) else ""

@@ -135,9 +135,11 @@ class Changes:
 
     def body_chunk(self, plugin: Plugin, data: bytes) -> None:
         """Store a piece of the replacement body (CRLF on the wire, LF in the spool)."""
+        settings = plugin.engine.settings
         if self.body is None:
-            settings = plugin.engine.settings
             self.body = MessageSpool(settings.spool_dir, settings.size_threshold)
+        if settings.databytes and self.body.size + len(data) > settings.databytes:
+            raise MilterError(f"the replacement body is larger than databytes ({settings.databytes})")
         if self._cr:
             data = b"\r" + data
         self._cr = data.endswith(b"\r")

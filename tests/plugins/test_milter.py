@@ -5,6 +5,7 @@ show on demand."""
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
@@ -325,6 +326,17 @@ class FailureTests(Base):
         await smtp.start()
         self.assertEqual((await smtp.deliver(SENDER, [RCPT], MESSAGE))[-1].code, 250)
         self.assertIn(b"milter: no answer within 1s (at rcpt)", self.capture.messages[0])
+
+    async def test_replacement_body_larger_than_databytes_is_refused(self) -> None:
+        milter = ScriptedMilter(self, {b"E": [milter_packet(b"b", b"x" * 60000)] * 3 + CONTINUE})
+        engine = make_engine([f"milter {milter.address}", "rcpt_ok", Capture],
+                             config={"rcpthosts": "example.com", "databytes": "100000"}, clock=reactor)
+        self.addCleanup(engine.close)
+        smtp = AsyncDialogue(engine)
+        self.addCleanup(smtp.close)
+        await smtp.start()
+        self.assertEqual((await smtp.deliver(SENDER, [RCPT], MESSAGE))[-1].code, 451)
+        self.assertEqual(list(Path(engine.settings.spool_dir).glob("qptmsg.*")), [])
 
     async def test_unknown_reply_is_a_protocol_error(self) -> None:
         milter = ScriptedMilter(self, {b"M": [milter_packet(b"h", b"X-Early\x00no\x00")]})

@@ -215,6 +215,10 @@ class StandInTests(Base):
         self.assertEqual(result.code, DENYSOFT)
         self.assertIn("HTTP 500", transaction.notes["rspamd"]["reason"])
         self.rspamd.status = 200
+        self.rspamd.answer = {"action": "reject", "score": "lots"}
+        result, transaction = await self.scan(engine)
+        self.assertEqual(result.code, DECLINED)
+        self.assertIn("no usable score", transaction.notes["rspamd"]["reason"])
         self.rspamd.answer = {"score": 1}
         result, transaction = await self.scan(self.engine(self.rspamd.address, "on_error", "reject"))
         self.assertEqual((result.code, result.value.code), (DENY, 554))
