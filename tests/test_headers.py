@@ -56,6 +56,18 @@ class HeadersTests(unittest.TestCase):
         del headers["X-Added"]
         self.assertNotIn("X-Added", headers)
 
+    def test_insert_and_edit_one_occurrence(self) -> None:
+        headers = Headers(b"A: 1\nX: first\nB: 2\nX: second\n")
+        headers.insert(1, "Y", "inserted")
+        headers.insert(99, "Z", "last")
+        headers.replace("X", "changed", occurrence=2)
+        headers.replace("X", "added", occurrence=3)
+        self.assertEqual(headers.remove("X", occurrence=1), 1)
+        self.assertEqual(headers.remove("X", occurrence=5), 0)
+        self.assertEqual(headers.to_bytes(), b"A: 1\nY: inserted\nB: 2\nX: changed\nZ: last\nX: added\n")
+        self.assertEqual(Headers(b"A: 1\nB:  two\n\tlines\n").raw_items(),
+                         [("A", b" 1\n"), ("B", b"  two\n\tlines\n")])
+
     def test_a_value_cannot_smuggle_a_new_field(self) -> None:
         headers = Headers()
         headers.add("X-Note", "one\nBcc: victim@example.org")

@@ -7,7 +7,18 @@ from typing import Any
 
 from twisted.trial import unittest
 
-from qptwisted import DECLINED, OK, Address, HookAnswer, Plugin, Transaction, __version__
+from qptwisted import (
+    DECLINED,
+    DENY,
+    DENYSOFT,
+    OK,
+    Address,
+    HookAnswer,
+    Plugin,
+    Reply,
+    Transaction,
+    __version__,
+)
 from qptwisted.testing import make_engine
 
 from .core_support import CaptureQueue, Dialogue
@@ -486,3 +497,29 @@ class ResultsTests(Base):
                       "\tspf=pass smtp.mailfrom=sender.test\nSubject: r\n", stored)
         self.assertEqual(len(plugin.seen_received), 1)
         self.assertTrue(str(plugin.seen_received[0]).startswith(f"from [{IP}] (HELO client.test)"))
+
+
+class ExactReply(Plugin):
+    """Refuses with the exact reply it chooses (a scanner's outage, a milter's SMFIR_REPLYCODE)."""
+
+    name = "test_exact_reply"
+
+    def hook_mail(self, transaction: Transaction, sender: Address, **params: Any) -> HookAnswer:
+        if sender.user == "gone":
+            return DENY, Reply(554, "5.7.1", "Sender refused by filter\nSee the postmaster")
+        return DECLINED
+
+    def hook_data_post(self, transaction: Transaction) -> HookAnswer:
+        return DENYSOFT, Reply(451, "4.7.1", "Scanner unavailable, try again later")
+
+
+class ExactReplyTests(Base):
+    def test_a_refusal_may_carry_its_exact_reply(self) -> None:
+        d = self.dialogue(ExactReply)
+        d.send("EHLO client.test")
+        self.assertEqual(d.send("MAIL FROM:<gone@sender.test>"),
+                         [(554, "5.7.1", "Sender refused by filter\nSee the postmaster")])
+        d.send("MAIL FROM:<a@sender.test>", "RCPT TO:<b@example.com>", "DATA")
+        self.assertEqual(d.message("Subject: x\n\nbody\n"),
+                         [(451, "4.7.1", "Scanner unavailable, try again later")])
+        self.assertEqual(self.queue.messages, [])

@@ -92,6 +92,10 @@ class Headers:
         """The raw values of every ``name`` field, as received (folding kept)."""
         return [field[field.find(b":") + 1:] for _, field in self._matches(name)]
 
+    def raw_items(self) -> list[tuple[str, bytes]]:
+        """``(name, raw value)`` for every field in order, the value as received (folding kept)."""
+        return [(self._name_of(field), field[field.find(b":") + 1:]) for field in self._split()]
+
     @overload
     def get_all(self, name: str) -> list[str] | None: ...
 
@@ -164,9 +168,21 @@ class Headers:
         """Append a field after all others."""
         self._split().append(self._field(name, value))
 
-    def remove(self, name: str, where: Callable[[str], bool] | None = None) -> int:
-        """Remove every ``name`` field (whose decoded value satisfies ``where``); how many went."""
-        gone = [index for index, field in self._matches(name)
+    def insert(self, index: int, name: str, value: str) -> None:
+        """Put a field at position ``index`` among all fields (0: the top; past the end: the last)."""
+        fields = self._split()
+        fields.insert(max(0, index), self._field(name, value))
+
+    def remove(self, name: str, where: Callable[[str], bool] | None = None,
+               occurrence: int | None = None) -> int:
+        """Remove every ``name`` field (whose decoded value satisfies ``where``); how many went.
+
+        ``occurrence`` (1 for the first) removes only that one of the ``name`` fields.
+        """
+        matches = list(self._matches(name))
+        if occurrence is not None:
+            matches = matches[occurrence - 1:occurrence] if occurrence >= 1 else []
+        gone = [index for index, field in matches
                 if where is None or where(decode_value(name, field[field.find(b":") + 1:]))]
         fields = self._split()
         for index in reversed(gone):
@@ -176,11 +192,12 @@ class Headers:
     def __delitem__(self, name: str) -> None:
         self.remove(name)
 
-    def replace(self, name: str, value: str) -> None:
-        """Replace the first ``name`` field (keeping its place), or add one."""
-        for index, _ in self._matches(name):
-            self._split()[index] = self._field(name, value)
-            return
+    def replace(self, name: str, value: str, occurrence: int = 1) -> None:
+        """Replace the first (or the ``occurrence``-th) ``name`` field, keeping its place; else add one."""
+        for seen, (index, _) in enumerate(self._matches(name), 1):
+            if seen == occurrence:
+                self._split()[index] = self._field(name, value)
+                return
         self.add(name, value)
 
     def rename(self, name: str, new_name: str, where: Callable[[str], bool] | None = None) -> int:

@@ -154,7 +154,9 @@ class Session:
     def _deny(self, hook: HookSpec, result: HookResult, **fields: str) -> bool:
         """Send the reply for a refusing answer; True if ``result`` was one (or DONE).
 
-        A chain that a broken plugin failed closed answers the FAULT reply (451 4.3.0).
+        A chain that a broken plugin failed closed answers the FAULT reply (451 4.3.0);
+        a refusal that carries a :class:`Reply` (``(DENYSOFT, Reply(451, "4.7.1", "..."))``,
+        a milter's ``SMFIR_REPLYCODE``) is sent as it is.
         """
         if result.code is DONE:
             return True
@@ -173,6 +175,8 @@ class Session:
         reply = hook.replies.get(result.code)
         if reply is None:
             return None
+        if isinstance(result.value, Reply):  # the plugin chose the exact reply (a scanner, a milter)
+            return result.value
         return reply._replace(text=result.message or (reply.text.format(**fields) if fields else reply.text))
 
     def _new_transaction(self) -> Transaction:
