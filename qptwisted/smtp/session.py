@@ -81,6 +81,9 @@ class Transport(Protocol):
     def message_accepted(self) -> None:
         """A message was queued (the command count starts again)."""
 
+    def flush(self) -> None:
+        """Send the replies collected so far now."""
+
 
 class _Answered(Exception):
     """The command was already answered (a faulted parse hook): nothing more to say."""
@@ -642,6 +645,7 @@ class Session:
         elif result.code is not DONE:
             self._deny(_QUEUE, result)
         if self.engine.hooks.has("queue_post"):
+            self.transport.flush()  # queue_post runs after the client has its reply
             self.engine.hooks.run("queue_post", transaction)
         self.reset_transaction()
         return None
