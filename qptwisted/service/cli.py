@@ -5,6 +5,8 @@ same as ``twistd -n --pidfile= qpsmtpd``). A first word naming a tool runs
 that tool instead::
 
     qpsmtpd help-plugin NAME      the plugin's summary and its arguments (also --help-plugin NAME)
+    qpsmtpd check [--config DIR]  load the configuration and every plugin; print the chain
+    qpsmtpd inetd [--config DIR]  serve one session on standard input/output (inetd, tcpserver)
 
 Each tool is a function ``(argv) -> exit status`` in :data:`TOOLS`.
 """
@@ -41,7 +43,16 @@ def help_plugin(argv: Sequence[str]) -> int:
 #: the tools, by the first word of the command line
 TOOLS: dict[str, Callable[[Sequence[str]], int]] = {
     "help-plugin": help_plugin,
+    "check": lambda argv: _tool("qptwisted.service.check", "check")(argv),
+    "inetd": lambda argv: _tool("qptwisted.service.inetd", "main")(argv),
 }
+
+
+def _tool(module: str, name: str) -> Callable[[Sequence[str]], int]:
+    """A tool's function, imported when it runs (the server's start stays lean)."""
+    import importlib
+
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
 
 
 def main(argv: Sequence[str] | None = None) -> Any:

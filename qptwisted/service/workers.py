@@ -32,7 +32,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.application import service
@@ -43,6 +43,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from qptwisted.service import notify
 from qptwisted.service.server import DEFAULT_GRACE
 
 _log = Logger(namespace="qptwisted.service.workers")
@@ -139,10 +140,17 @@ class _WorkerProcess(ProcessProtocol):
 
 
 class WorkerPool(service.Service):
-    """The master: binds the listeners, runs ``count`` workers and keeps them running."""
+    """The master: binds the listeners, runs ``count`` workers and keeps them running.
+
+    ``worker_args`` and ``worker_env`` are added to each worker's command line
+    and environment; each of ``exit_hooks`` is called with the pid of a worker
+    that exited (metrics fold its files); ``deaths`` counts the workers that
+    exited unasked.
+    """
 
     def __init__(self, count: int, ports: Sequence[str], config_dir: str | None = None,
-                 grace: float = DEFAULT_GRACE, reactor: Any = None) -> None:
+                 grace: float = DEFAULT_GRACE, reactor: Any = None, worker_args: Sequence[str] = (),
+                 worker_env: Mapping[str, str] | None = None) -> None:
         if count < 1:
             raise ValueError("a worker pool needs at least one worker")
         self.count = count
@@ -153,6 +161,10 @@ class WorkerPool(service.Service):
         self.sockets: list[socket.socket] = []
         self.workers: dict[int, _WorkerProcess] = {}
         self.spawned = 0
+        self.deaths = 0
+        self.worker_args = list(worker_args)
+        self.worker_env = dict(worker_env or {})
+        self.exit_hooks: list[Callable[[int], object]] = []
         self._stopping = False
         self._previous: dict[int, Any] = {}
 
@@ -174,12 +186,20 @@ class WorkerPool(service.Service):
         return sorted(self.workers)
 
     # service life
-    def startService(self) -> None:
-        """Bind, start the workers, forward SIGHUP."""
-        super().startService()
-        self._stopping = False
+    def privilegedStartService(self) -> None:
+        """Bind before twistd drops privileges (``--uid``), so port 25 works."""
+        super().privilegedStartService()
+        self._bind()
+
+    def _bind(self) -> None:
         if not self.sockets:
             self.sockets = [bind_listener(description) for description in self.ports]
+
+    def startService(self) -> None:
+        """Bind (if not done yet), start the workers, forward SIGHUP."""
+        super().startService()
+        self._stopping = False
+        self._bind()
         for host, port in self.addresses():
             _log.info("master {pid}: listening on {host}:{port} for {count} workers",
                       pid=os.getpid(), host=host, port=port, count=self.count)
@@ -195,6 +215,7 @@ class WorkerPool(service.Service):
         """SIGTERM every worker; fires when all have exited (stragglers are killed)."""
         super().stopService()
         self._stopping = True
+        notify.stopping()
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
@@ -213,7 +234,12 @@ class WorkerPool(service.Service):
         return DeferredList(waits).addBoth(done)
 
     def _on_hup(self, signum: int, frame: object) -> None:
-        self.reactor.callFromThread(self.signal_all, signal.SIGHUP)
+        self.reactor.callFromThread(self._reload)
+
+    def _reload(self) -> None:
+        notify.reloading()
+        self.signal_all(signal.SIGHUP)
+        notify.ready()  # each worker reloads on its own; a broken configuration keeps the old one
 
     # workers
     def signal_all(self, signum: int) -> None:
@@ -228,14 +254,16 @@ class WorkerPool(service.Service):
         """Start one worker with every listening socket as an inherited descriptor."""
         worker = _WorkerProcess(self)
         child_fds: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
-        args = [sys.executable, "-m", "qptwisted.service.workers", "--grace", repr(self.grace)]
+        args = [sys.executable, "-m", "qptwisted.service.workers", "--grace", repr(self.grace),
+                *self.worker_args]
         for index, sock in enumerate(self.sockets):
             fd = _FIRST_FD + index
             child_fds[fd] = sock.fileno()
             args += ["--listen", f"{fd}:{int(sock.family)}"]
         if self.config_dir:
             args += ["--config", self.config_dir]
-        env = dict(os.environ)
+        env = notify.clean_environment(dict(os.environ))  # systemd talks to the master only
+        env.update(self.worker_env)
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         env["PYTHONUNBUFFERED"] = "1"
@@ -249,9 +277,15 @@ class WorkerPool(service.Service):
     def _ended(self, worker: _WorkerProcess, reason: Failure) -> None:
         if worker.pid is not None:
             self.workers.pop(worker.pid, None)
+            for hook in self.exit_hooks:
+                try:
+                    hook(worker.pid)
+                except Exception:
+                    _log.failure("exit hook for worker {pid} failed", pid=worker.pid)
         if self._stopping:
             _log.info("worker {pid} stopped", pid=worker.pid)
             return
+        self.deaths += 1
         _log.warn("worker {pid} died ({why}); starting a replacement",
                   pid=worker.pid, why=reason.getErrorMessage())
         young = time.monotonic() - worker.started < _YOUNG
@@ -299,18 +333,22 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
                         help="an inherited listening socket and its address family")
     parser.add_argument("--config", default=None)
     parser.add_argument("--grace", type=float, default=DEFAULT_GRACE)
+    parser.add_argument("--metrics", action="store_true",
+                        help="count metrics into the master's PROMETHEUS_MULTIPROC_DIR")
     options = parser.parse_args(argv)
 
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     from qptwisted.core.config import ConfigError
+    from qptwisted.service.monitoring import worker_observer
     from qptwisted.service.server import QPSMTPDService
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout, timeFormat="")],
                                      redirectStandardIO=False)
+    observer, metrics = worker_observer(options.metrics)
     try:
-        top = QPSMTPDService(options.config, grace=options.grace)
+        top = QPSMTPDService(options.config, grace=options.grace, observer=observer)
     except ConfigError as err:
         print(f"qpsmtpd worker: {err}", file=sys.stderr)
         return 2
@@ -332,6 +370,8 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
 
     reactor.addSystemEventTrigger("before", "shutdown", stop)  # type: ignore[attr-defined]
     reactor.callWhenRunning(top.startService)  # type: ignore[attr-defined]
+    if metrics is not None:
+        metrics.watch_threadpool(top.threadpool, reactor)
     reactor.run()  # type: ignore[attr-defined]
     return 0
 
