@@ -22,7 +22,7 @@ from typing import Any
 from twisted.application import service, strports
 from twisted.cred.checkers import FilePasswordDB
 from twisted.cred.portal import IRealm, Portal
-from twisted.web import guard, http, resource, server
+from twisted.web import guard, http, pages, resource, server
 from twisted.web.server import Request
 from zope.interface import implementer
 
@@ -84,13 +84,13 @@ class _Root(resource.Resource):
         if name == b"metrics" and self.metrics is not None:
             return self.metrics
         if self.view is None:
-            return resource.NoResource()
+            return pages.notFound()
         for header, value in _SECURITY_HEADERS.items():
             request.setHeader(header, value)
         client = request.getClientAddress()
         host = getattr(client, "host", None)
         if host is not None and not self.allow_remote and not is_loopback(host):
-            return resource.ForbiddenResource("The web view answers local clients only (see --web-remote).")
+            return pages.forbidden("The web view answers local clients only (see --web-remote).")
         return self.view.getChildWithDefault(name, request)
 
 

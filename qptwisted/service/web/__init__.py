@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.interfaces import IPushProducer
-from twisted.web import resource, static
+from twisted.web import pages, resource, static
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
@@ -106,9 +106,9 @@ class StatePage(resource.Resource):
 class _Files(static.File):
     """The static files, without directory listings."""
 
-    def directoryListing(self) -> resource.Resource:
+    def directoryListing(self) -> resource.IResource:
         """No listings."""
-        return resource.NoResource()
+        return pages.notFound()
 
 
 def web_resources(activity: Activity) -> dict[bytes, resource.Resource]:

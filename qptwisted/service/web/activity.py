@@ -242,7 +242,8 @@ class Activity:
     def state(self) -> dict[str, Any]:
         """Everything a new subscriber needs."""
         return {"plugins": self.plugins, "rows": list(self.rows), "live": self.live(),
-                "ticks": list(self.ticks), "keep": self.keep, "tick": self.tick_seconds}
+                "ticks": list(self.ticks), "keep": self.keep, "history": self.ticks.maxlen,
+                "tick": self.tick_seconds}
 
     def tick(self) -> None:
         """Close the second: record its figures and send one event to each subscriber."""

@@ -9,7 +9,7 @@
     ["recipients", "recipients"], ["tls", "TLS"], ["auth", "AUTH"], ["size", "size"], ["by", "decided by"],
   ];
   const PALETTE = ["#d2343d", "#7b4fc9", "#1f8fbf", "#e0a100", "#2e9d4f", "#c65d21", "#6b7480"];
-  const state = { plugins: [], rows: [], live: [], ticks: [], keep: 100, tick: 1 };
+  const state = { plugins: [], rows: [], live: [], ticks: [], keep: 100, history: 120, tick: 1 };
 
   function cell(tr, text, className) {
     const td = document.createElement("td");
@@ -128,7 +128,7 @@
       ctx.beginPath(); ctx.moveTo(pad, y); ctx.lineTo(w - 4, y); ctx.stroke();
       ctx.fillText(String(Math.round(max * f * 10) / 10), 2, y + 3);
     }
-    const n = Math.max(2, state.ticks.length);
+    const n = Math.max(2, state.history || 120, state.ticks.length);  // a fixed window: new seconds enter on the right
     const step = (w - pad - 4) / (n - 1);
     for (const s of series) {
       ctx.strokeStyle = s.color;
@@ -195,10 +195,13 @@
     const update = JSON.parse(event.data);
     state.plugins = update.plugins;
     state.live = update.live;
-    state.rows = state.rows.concat(update.rows).slice(-state.keep);
+    // a row that ended just before this page subscribed comes in the state and again here
+    const known = new Set(state.rows.map((r) => r.id));
+    const fresh = update.rows.filter((r) => !known.has(r.id));
+    state.rows = state.rows.concat(fresh).slice(-state.keep);
     state.ticks.push(update.figures);
-    if (state.ticks.length > 120) state.ticks.shift();
-    renderTables(new Set(update.rows.map((r) => r.id)));
+    if (state.ticks.length > (state.history || 120)) state.ticks.shift();
+    renderTables(new Set(fresh.map((r) => r.id)));
     renderCharts();
     status("live", "live");
   }
