@@ -79,13 +79,17 @@ def bind_listener(description: str) -> socket.socket:
 
     Supported: ``tcp:PORT``, ``tcp6:PORT`` and the keywords ``port``,
     ``interface`` and ``backlog`` (default 1024). A bare number is ``tcp:NUMBER``.
+    ``systemd:domain=...:index=N`` (or ``name=NAME``) is the socket systemd
+    handed over (socket activation), already bound.
     """
     fields = _split(description)
     if len(fields) == 1 and fields[0].isdigit():
         fields = ["tcp", fields[0]]
     kind = fields[0].lower()
+    if kind == "systemd":
+        return _inherited(description)
     if kind not in ("tcp", "tcp6"):
-        raise ValueError(f"--workers supports tcp: and tcp6: ports only, not {description!r}")
+        raise ValueError(f"--workers supports tcp:, tcp6: and systemd: ports only, not {description!r}")
     options: dict[str, str] = {}
     positional: list[str] = []
     for field in fields[1:]:
@@ -106,6 +110,23 @@ def bind_listener(description: str) -> socket.socket:
     except BaseException:
         listener.close()
         raise
+    return listener
+
+
+def _inherited(description: str) -> socket.socket:
+    """The listening socket systemd handed over (socket activation: ``systemd:domain=INET:index=0``).
+
+    Twisted's own parser finds it: it reads (and removes) systemd's variables
+    when it is first imported, so nothing else can.
+    """
+    from twisted.internet import endpoints, reactor
+
+    try:
+        endpoint = endpoints.serverFromString(reactor, description)
+    except (IndexError, KeyError, ValueError) as err:
+        raise ValueError(f"{description!r}: systemd handed over no such socket ({err!r})") from None
+    listener = socket.socket(fileno=endpoint.fileno)  # type: ignore[attr-defined]
+    listener.setblocking(False)
     return listener
 
 
