@@ -160,3 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = ["main", "environment_addresses"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
