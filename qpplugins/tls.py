@@ -116,7 +116,7 @@ class TLS(Plugin):
                           resolve(self.config("tls_key", "ssl/qpsmtpd-server.key") or ""),
                           *([resolve(ca_name)] if ca_name else [])]
         try:
-            self.options, self.bundle = self.load()
+            self.options, self.bundles = self.load()
         except TLSConfigError as err:
             raise ConfigError(f"tls: {err} (qptwisted-selfsigned makes a certificate for a first run)") \
                 from None
@@ -129,7 +129,7 @@ class TLS(Plugin):
             self.watch = FileWatch(self.files, self.reload_certificates)
             self.engine.call_every(interval, self.watch.poll)
 
-    def load(self) -> tuple[Any, CertificateBundle]:
+    def load(self) -> tuple[Any, list[CertificateBundle]]:
         """Read the certificate files and build a server context (raises on any problem)."""
         if self.certdir is not None:
             bundles = load_directory(self.certdir)
@@ -141,19 +141,20 @@ class TLS(Plugin):
             options = server_options(bundles[0], self.minimum, self.ciphers,
                                      request_client_cert=self.client_cert)
         options.getContext()  # fail now, not at the first STARTTLS
-        return options, bundles[0]
+        return options, bundles
 
     def reload_certificates(self) -> bool:
         """The files changed: use them for new connections, or keep the current ones if they are broken."""
         try:
-            options, bundle = self.load()
+            options, bundles = self.load()
         except Exception as err:
             self.log(LOGERROR, f"renewed certificate files cannot be used, keeping the current certificate "
-                     f"(valid until {self.bundle.certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC): {err}")
+                     f"(valid until {self.bundles[0].certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC): "
+                     f"{err}")
             return False
-        self.options, self.bundle = options, bundle
-        self.log(LOGINFO, f"certificate reloaded: {', '.join(bundle.names()) or 'no names'}, valid until "
-                 f"{bundle.certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+        self.options, self.bundles = options, bundles
+        self.log(LOGINFO, f"certificate reloaded: {', '.join(bundles[0].names()) or 'no names'}, valid until "
+                 f"{bundles[0].certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
         return True
 
     def implicit_tls(self, transaction: Transaction) -> HookAnswer:

@@ -17,11 +17,13 @@ import ssl
 import threading
 from pathlib import Path
 
+from cryptography import x509
 from twisted.trial import unittest
 
 from qptwisted.lib.filewatch import FileWatch
 from qptwisted.lib.tls import make_self_signed
-from tests.test_e2e import PATIENCE, E2EBase, Server, wait_for
+from tests.test_e2e import PATIENCE, E2EBase, Server, free_port, wait_for
+from tests.test_metrics import sample, scrape
 
 
 def _reply(stream: object) -> bytes:
@@ -70,7 +72,8 @@ class RotationUnderLoadTests(E2EBase):
         cert_file, key_file = config / "ssl" / "qpsmtpd-server.crt", config / "ssl" / "qpsmtpd-server.key"
         cert_file.write_bytes(old_cert)
         key_file.write_bytes(old_key)
-        server = Server(self, cwd, ["--config", str(config)])
+        metrics = free_port()
+        server = Server(self, cwd, ["--config", str(config), "--metrics", f"tcp:{metrics}"])
 
         seen: list[str] = []
         failures: list[BaseException] = []
@@ -108,6 +111,10 @@ class RotationUnderLoadTests(E2EBase):
         self.assertEqual(failures, [])
         self.assertEqual(set(seen), {fingerprint(old_cert), fingerprint(new_cert)})
         self.assertNotIn(fingerprint(old_cert), seen[after + 4:])  # new connections all get the new one
+        expiry = sample(scrape(metrics), "qpsmtpd_tls_certificate_expiry_timestamp_seconds", plugin="tls",
+                        name="mx.test")
+        new_expiry = x509.load_pem_x509_certificate(new_cert).not_valid_after_utc.timestamp()
+        self.assertEqual(expiry, new_expiry)  # what an alert on renewals that did not happen reads
         output = server.output()
         self.assertIn("keeping the current certificate", output)
         self.assertIn("certificate reloaded: mx.test", output)

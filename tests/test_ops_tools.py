@@ -288,3 +288,50 @@ class JsonLogTests(E2EBase):
             self.assertIsInstance(line["txn"], int, line)
         queued = next(line for line in lines if "queued message" in line["msg"])
         self.assertEqual(queued["ip"], "127.0.0.1")
+
+
+class CurrentTransactionTests(unittest.TestCase):
+    """Log lines of an ``async def`` hook after an ``await`` still belong to its transaction."""
+
+    def test_async_hook_keeps_its_transaction_across_await(self) -> None:
+        from twisted.internet.task import Clock, deferLater
+
+        from qptwisted import DECLINED, Plugin
+        from qptwisted.testing import make_engine
+        from tests.core_support import Dialogue
+
+        lines: list[tuple[object, str]] = []
+
+        class Keep(Plugin):
+            name = "test_keep_lines"
+
+            def hook_logging(self, transaction: object, level: int, hook: object, plugin: object,
+                             message: str) -> object:
+                lines.append((transaction, message))
+                return DECLINED
+
+        clock = Clock()
+
+        class Slow(Plugin):
+            name = "test_slow"
+
+            async def hook_rcpt(self, transaction: object, rcpt: object, **params: object) -> object:
+                self.log(6, "before the wait")
+                await deferLater(clock, 1.0, lambda: None)
+                self.log(6, "after the wait")
+                return DECLINED
+
+        engine = make_engine([Keep, Slow, "rcpt_ok"], config={"rcpthosts": "example.com", "loglevel": "7"},
+                             clock=clock)
+        self.addCleanup(engine.close)
+        first, second = Dialogue(engine), Dialogue(engine)
+        first.send("EHLO a.test", "MAIL FROM:<a@example.org>", "RCPT TO:<b@example.com>")
+        second.send("EHLO b.test", "MAIL FROM:<c@example.org>", "RCPT TO:<d@example.com>")
+        clock.advance(1.0)  # both waits end; each line must name its own session's transaction
+        owners: dict[str, list[object]] = {"before the wait": [], "after the wait": []}
+        for transaction, text in lines:
+            if text in owners:
+                owners[text].append(transaction)
+        self.assertEqual(owners["before the wait"], [first.session.transaction, second.session.transaction])
+        self.assertEqual(owners["after the wait"], [first.session.transaction, second.session.transaction])
+

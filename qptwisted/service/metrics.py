@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import glob
 import os
+from bisect import bisect_left
+from collections import Counter as Tally
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -44,16 +46,75 @@ from twisted.internet.task import LoopingCall
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from qptwisted.core.codes import DECLINED, DENY_CODES, DENYSOFT, DENYSOFT_DISCONNECT, Code
+from qptwisted.core.codes import (
+    DECLINED,
+    DENY,
+    DENY_CODES,
+    DENY_DISCONNECT,
+    DENYSOFT,
+    DENYSOFT_DISCONNECT,
+    Code,
+)
 from qptwisted.core.observer import TRANSACTION_HOOKS, reply_result
 
 #: the environment variable prometheus_client reads for its multiprocess directory
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: plugin label of a refusal the engine made itself (message too big, bare LF, a broken spool)
 ENGINE = "(engine)"
-_SOFT = frozenset({DENYSOFT, DENYSOFT_DISCONNECT})
+_FIRST_CODE = int(min(Code))
+_CODES = int(max(Code)) - _FIRST_CODE + 1
+_DECLINED, _DENY, _DENYSOFT = int(DECLINED), int(DENY), int(DENYSOFT)
+_DENYSOFT_DISCONNECT = int(DENYSOFT_DISCONNECT)
+assert int(DENY_DISCONNECT) < _DENYSOFT_DISCONNECT and {int(c) for c in DENY_CODES} == set(
+    range(_DENY, _DENYSOFT_DISCONNECT + 1))
 _FAST = (.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _VERDICT_LABELS = {code: code.name.lower() for code in Code}
+
+
+class _Timing:
+    """Observations of one histogram child not yet added to it: its sum and its bucket counts."""
+
+    __slots__ = ("child", "sum", "counts", "dirty")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.sum = 0.0
+        self.counts = [0] * (len(_FAST) + 1)  # the last bucket is +Inf
+        self.dirty = False
+
+    def observe(self, seconds: float) -> None:
+        self.sum += seconds
+        self.counts[bisect_left(_FAST, seconds)] += 1  # the first bucket whose bound is >= seconds
+        self.dirty = True
+
+    def flush(self) -> None:
+        """Add the observations to the histogram child.
+
+        ``prometheus_client`` has no public call that adds pre-counted
+        buckets; its histogram child keeps them as ``_sum`` and
+        ``_buckets`` (non-cumulative values, in memory or in the
+        multiprocess files alike), which ``tests/test_metrics.py`` checks against ``observe()``.
+        """
+        child = self.child
+        child._sum.inc(self.sum)
+        for index, count in enumerate(self.counts):
+            if count:
+                child._buckets[index].inc(count)
+                self.counts[index] = 0
+        self.sum = 0.0
+        self.dirty = False
+
+
+class _Flush:
+    """A collector that yields nothing: collecting it adds the pending counts to the metrics."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        """Flush."""
+        self.metrics.flush()
+        return ()
 
 
 class _Connection:
@@ -74,6 +135,15 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
+        self._open: dict[Any, _Connection] = {}
+        # labelled children, looked up once: .labels() costs more than the increment
+        self._per_hook: dict[tuple[str, str], tuple[_Timing, list[Any]]] = {}
+        self._outcome: dict[tuple[Any, str, str], Any] = {}
+        # counts not yet added to their metric (a dict increment costs a tenth of a locked one);
+        # collecting the registry adds them, and so does the sampler every second
+        self._pending: Tally[Any] = Tally()
+        self._sampler: LoopingCall | None = None
+        r.register(_Flush(self))  # before the metrics: whoever reads the registry reads the pending counts
         self.connections_open = Gauge("qpsmtpd_connections_open", "SMTP connections open now",
                                       ["listener"], registry=r, multiprocess_mode="livesum")
         self.connections = Counter("qpsmtpd_connections", "SMTP connections accepted",
@@ -92,9 +162,6 @@ class Metrics:
                                 ["plugin", "hook", "verdict"], registry=r)
         self.plugin_seconds = Histogram("qpsmtpd_plugin_seconds", "time a plugin took to answer a hook",
                                         ["plugin", "hook"], buckets=_FAST, registry=r)
-        self.queue = Counter("qpsmtpd_queue", "answers of queue plugins", ["plugin", "verdict"], registry=r)
-        self.queue_seconds = Histogram("qpsmtpd_queue_seconds", "time a queue plugin took to store or hand "
-                                       "on a message", ["plugin"], buckets=_FAST, registry=r)
         self.dns = Counter("qpsmtpd_dns_lookups", "DNS lookups by record type and outcome (ok, empty, "
                            "timeout, error)", ["type", "result"], registry=r)
         self.dns_seconds = Histogram("qpsmtpd_dns_lookup_seconds", "time a DNS lookup took", ["type"],
@@ -107,36 +174,47 @@ class Metrics:
                                       registry=r, multiprocess_mode="livesum")
         self.threadpool_busy = Gauge("qpsmtpd_threadpool_busy_threads", "threads running a blocking job",
                                      registry=r, multiprocess_mode="livesum")
-        self._open: dict[Any, _Connection] = {}
-        # labelled children, looked up once: .labels() costs more than the increment
-        self._verdict: dict[tuple[str, str, Code], Any] = {}
-        self._seconds: dict[tuple[str, str], Any] = {}
-        self._sampler: LoopingCall | None = None
+
+    def _count(self, metric: Any, result: str, plugin: str) -> None:
+        """``metric{result, plugin}`` += 1, through a cached child."""
+        key = (metric, result, plugin)
+        child = self._outcome.get(key)
+        if child is None:
+            child = self._outcome[key] = metric.labels(result, plugin)
+        self._pending[child] += 1
+
+    def flush(self) -> None:
+        """Add the pending counts to the metrics (before each scrape, and every second)."""
+        pending, self._pending = self._pending, Tally()
+        for child, amount in pending.items():
+            child.inc(amount)
+        for timing, _ in self._per_hook.values():
+            if timing.dirty:
+                timing.flush()
 
     # -- the observer ------------------------------------------------------------
     def hook_answered(self, transaction: Any, plugin: str, hook: str, code: Code, seconds: float) -> None:
         """Count the verdict and its time; remember refusals and the deciding plugin."""
-        key = (plugin, hook, code)
-        counter = self._verdict.get(key)
+        # the hot path: codes are used as small ints (hashing an IntEnum runs Python code)
+        entry = self._per_hook.get((plugin, hook))
+        if entry is None:
+            entry = self._per_hook[plugin, hook] = (_Timing(self.plugin_seconds.labels(plugin, hook)),
+                                                    [None] * _CODES)
+        slot = code - _FIRST_CODE
+        counter = entry[1][slot]
         if counter is None:
-            counter = self._verdict[key] = self.verdicts.labels(plugin, hook, _VERDICT_LABELS[code])
-        counter.inc()
-        timer = self._seconds.get(key[:2])
-        if timer is None:
-            timer = self._seconds[key[:2]] = self.plugin_seconds.labels(plugin, hook)
-        timer.observe(seconds)
-        if hook == "queue":
-            self.queue.labels(plugin, _VERDICT_LABELS[code]).inc()
-            self.queue_seconds.labels(plugin).observe(seconds)
-        if code is DECLINED or transaction is None:
+            counter = entry[1][slot] = self.verdicts.labels(plugin, hook, _VERDICT_LABELS[code])
+        self._pending[counter] += 1
+        entry[0].observe(seconds)
+        if code == _DECLINED or transaction is None:
             return
         state = self._open.get(transaction.connection)
         if state is None:
             return
         if state.message:
             state.decider = plugin
-        if code in DENY_CODES and hook in TRANSACTION_HOOKS:
-            state.refusal = (plugin, code in _SOFT)
+        if _DENY <= code <= _DENYSOFT_DISCONNECT and hook in TRANSACTION_HOOKS:
+            state.refusal = (plugin, code == _DENYSOFT or code == _DENYSOFT_DISCONNECT)
 
     def connection_opened(self, session: Any) -> None:
         """Count the connection under its listener (the local port)."""
@@ -159,14 +237,14 @@ class Metrics:
         if state.message:
             result = reply_result(session.last_reply)
             plugin = "" if result == "abandoned" else state.decider or ENGINE
-            self.messages.labels(result, plugin).inc()
-            self.transactions.labels(result, plugin).inc()
-            self.received_bytes.inc(transaction.data_size)
+            self._count(self.messages, result, plugin)
+            self._count(self.transactions, result, plugin)
+            self._pending[self.received_bytes] += transaction.data_size
         elif state.refusal is not None:
             plugin, soft = state.refusal
-            self.transactions.labels("deferred" if soft else "refused", plugin).inc()
+            self._count(self.transactions, "deferred" if soft else "refused", plugin)
         elif transaction.sender is not None:
-            self.transactions.labels("abandoned", "").inc()
+            self._count(self.transactions, "abandoned", "")
         state.message, state.decider, state.refusal = False, "", None
 
     def connection_closed(self, session: Any) -> None:
@@ -189,10 +267,15 @@ class Metrics:
 
     # -- sampled figures ---------------------------------------------------------
     def watch_threadpool(self, pool: Any, clock: IReactorTime, interval: float = 1.0) -> None:
-        """Sample the thread pool's backlog and busy threads every ``interval`` seconds."""
+        """Every ``interval`` seconds: sample the thread pool's backlog and busy threads, and flush.
+
+        The flush matters to a prefork worker, whose counts the master reads
+        from its files: they are at most ``interval`` seconds behind.
+        """
         self.stop()
 
         def sample() -> None:
+            self.flush()
             team = getattr(pool, "_team", None)
             if team is None:  # not started, or a stand-in pool
                 return
@@ -205,10 +288,35 @@ class Metrics:
         self._sampler.start(interval, now=True)
 
     def stop(self) -> None:
-        """Stop sampling."""
+        """Stop sampling (and flush)."""
         if self._sampler is not None and self._sampler.running:
             self._sampler.stop()
         self._sampler = None
+        self.flush()
+
+
+class CertificateCollector:
+    """When the certificates in use expire: what ACME monitoring alerts on.
+
+    ``engine()`` is the engine new connections get; every plugin of it with
+    ``bundles`` (the ``tls`` plugin) reports each of its certificates, by its
+    first name.
+    """
+
+    def __init__(self, engine: Callable[[], Any]) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterable[Metric]:
+        """Read the certificates of the current engine."""
+        family = GaugeMetricFamily("qpsmtpd_tls_certificate_expiry_timestamp_seconds",
+                                   "when a certificate in use stops being valid (Unix time)",
+                                   labels=["plugin", "name"])
+        for plugin in getattr(self.engine(), "plugins", ()):
+            for bundle in getattr(plugin, "bundles", ()):
+                names = bundle.names() or ["-"]
+                family.add_metric([plugin.plugin_name, names[0]],
+                                  bundle.certificate.not_valid_after_utc.timestamp())
+        yield family
 
 
 def process_registry() -> CollectorRegistry:
@@ -314,5 +422,5 @@ class MetricsPage(Resource):
         return encoder(self.registry)  # type: ignore[no-any-return]
 
 
-__all__ = ["Metrics", "MetricsPage", "WorkersCollector", "master_registry", "process_registry",
-           "retire_worker", "clear_directory", "MULTIPROC_ENV", "ENGINE"]
+__all__ = ["Metrics", "MetricsPage", "WorkersCollector", "CertificateCollector", "master_registry",
+           "process_registry", "retire_worker", "clear_directory", "MULTIPROC_ENV", "ENGINE"]

@@ -83,8 +83,9 @@ def single_process(top: Any, options: Any, metrics: Any, activity: Any) -> None:
         view = build_view(web_resources(activity), options.get("web-password-file"))
     page = None
     if metrics is not None:
-        from qptwisted.service.metrics import MetricsPage
+        from qptwisted.service.metrics import CertificateCollector, MetricsPage
 
+        metrics.registry.register(CertificateCollector(lambda: top.engine))
         page = MetricsPage(metrics.registry)
     for listener in http_services(options.get("metrics"), page, options.get("web"), view,
                                   bool(options.get("web-remote"))):

@@ -387,7 +387,10 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
         # stop accepting first; the service then drains, closes the engine and stops its threads
         for port in ports:
             port.stopListening()
-        return top.stopService()
+        stopped = top.stopService()
+        if metrics is not None:
+            stopped.addBoth(lambda result: (metrics.stop(), result)[1])  # the last counts reach the files
+        return stopped
 
     reactor.addSystemEventTrigger("before", "shutdown", stop)  # type: ignore[attr-defined]
     reactor.callWhenRunning(top.startService)  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.interfaces import IPushProducer
-from twisted.web import pages, resource, static
+from twisted.web import resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
@@ -103,22 +103,36 @@ class StatePage(resource.Resource):
         return json.dumps(self.activity.state(), ensure_ascii=False).encode()
 
 
-class _Files(static.File):
-    """The static files, without directory listings."""
+class Asset(resource.Resource):
+    """One of the page's own files, read once (there are three, all small)."""
 
-    def directoryListing(self) -> resource.IResource:
-        """No listings."""
-        return pages.notFound()
+    isLeaf = True
+    _TYPES = {".html": b"text/html; charset=utf-8", ".js": b"text/javascript; charset=utf-8",
+              ".css": b"text/css; charset=utf-8"}
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.body = path.read_bytes()
+        self.type = self._TYPES.get(path.suffix, b"application/octet-stream")
+
+    def render_GET(self, request: Request) -> bytes:
+        """The file, revalidated by the browser on each load (it changes with upgrades)."""
+        request.setHeader(b"content-type", self.type)
+        request.setHeader(b"cache-control", b"no-cache")
+        return self.body
 
 
 def web_resources(activity: Activity) -> dict[bytes, resource.Resource]:
     """The children of the site's root that make the web view."""
+    assets = resource.Resource()
+    for path in STATIC.iterdir():
+        assets.putChild(path.name.encode(), Asset(path))
     return {
-        b"": _Files(str(STATIC / "index.html"), defaultType="text/html"),
-        b"static": _Files(str(STATIC)),
+        b"": Asset(STATIC / "index.html"),
+        b"static": assets,
         b"events": EventsPage(activity),
         b"state": StatePage(activity),
     }
 
 
-__all__ = ["Activity", "EventStream", "EventsPage", "StatePage", "web_resources", "STATIC"]
+__all__ = ["Activity", "Asset", "EventStream", "EventsPage", "StatePage", "web_resources", "STATIC"]
