@@ -46,6 +46,9 @@ Config files:
 - ``tls_reload_interval``: seconds between looks at the certificate files
   (default 10; 0 turns the watching off).
 
+A connection whose ``notes["tls_unavailable"]`` is set (``qpsmtpd inetd``
+over pipes) is not offered STARTTLS, and ``STARTTLS`` gets 454.
+
 config/plugins::
 
     tls
@@ -165,7 +168,9 @@ class TLS(Plugin):
         return DECLINED
 
     def hook_ehlo(self, transaction: Transaction, host: str, *args: str) -> HookAnswer:
-        if transaction.connection.tls is None and not transaction.connection.notes.get("tls_implicit"):
+        notes = transaction.connection.notes
+        if transaction.connection.tls is None and not notes.get("tls_implicit") \
+                and not notes.get("tls_unavailable"):
             transaction.notes.setdefault("capabilities", []).append("STARTTLS")
         return DECLINED
 
@@ -177,6 +182,8 @@ class TLS(Plugin):
             connection.respond(501, "Syntax error (no parameters allowed)", "5.5.4")
         elif connection.tls is not None or connection.notes.get("tls_implicit"):
             connection.respond(503, "TLS already active", "5.5.1")
+        elif connection.notes.get("tls_unavailable"):  # e.g. qpsmtpd inetd over pipes
+            connection.respond(454, "TLS not available", "4.7.0")
         else:
             self.log(LOGINFO, f"STARTTLS from {connection.remote_ip}")
             connection.start_tls(self.options)

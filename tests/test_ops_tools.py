@@ -162,7 +162,7 @@ class InetdTests(E2EBase):
         if socat is None:
             raise unittest.SkipTest("socat is not installed (Debian package socat)")
         cwd = self.workdir()
-        config = self.inetd_config(cwd)
+        config = self.inetd_config(cwd, tls=True)
         command = " ".join([*INETD, "--config", str(config)])
         for options in (",nofork", ""):  # the TCP socket itself, then a socket pair with SOCAT_* variables
             port = free_port()
@@ -170,6 +170,10 @@ class InetdTests(E2EBase):
                                f"EXEC:{command}{options}"], port, cwd)
             client = smtplib.SMTP("127.0.0.1", port, timeout=PATIENCE)
             client.ehlo("client.test")
+            # STARTTLS needs the socket: offered with nofork, refused over the socket pair
+            self.assertEqual(client.has_extn("starttls"), options == ",nofork")
+            if not options:
+                self.assertEqual(client.docmd("STARTTLS")[0], 454)
             refused = client.sendmail("alice@example.org", ["bob@localhost"], message(f"s{options}"))
             self.assertEqual(refused, {})
             self.assertEqual(client.rcpt("carol@elsewhere.example")[0], 503)  # no MAIL: the session goes on

@@ -14,7 +14,7 @@ client address, STARTTLS and flow control work as in the daemon. Otherwise
 (pipes) the session runs over them and the addresses come from the
 environment (``TCPREMOTEIP``/``TCPREMOTEPORT``/``TCPLOCALIP``/``TCPLOCALPORT``
 of ucspi-tcp, ``SOCAT_PEERADDR``/... of socat); STARTTLS is not offered
-there. ``RELAYCLIENT`` (set by tcpserver's rules) works as with qpsmtpd.
+there (the ``tls`` plugin answers 454). ``RELAYCLIENT`` (set by tcpserver's rules) works as with qpsmtpd.
 
 Log lines go to standard error (tcpserver hands them to its logger), never
 to standard output, which is the client's. The process ends with the session.
@@ -81,11 +81,24 @@ class _PipeTransport(StandardIO):
 
 
 class _OneSession(SMTPFactory):
-    """The factory of the single session; the process stops when it ends."""
+    """The factory of the single session; the process stops when it ends.
+
+    Over pipes there is no socket to start TLS on: the connection is noted
+    ``tls_unavailable`` before any hook runs, so the ``tls`` plugin neither
+    offers nor accepts STARTTLS.
+    """
 
     def __init__(self, engine: Any, done: Any) -> None:
         super().__init__(engine)
         self.done = done
+        self.pipes = False
+
+    def opened(self, ip: str) -> tuple[int, int]:
+        """Count the connection; note when it runs over pipes (the session exists by now)."""
+        if self.pipes:
+            for protocol in self.protocols:
+                protocol.session.connection.notes["tls_unavailable"] = True
+        return super().opened(ip)
 
     def closed(self, ip: str) -> None:
         """The session ended: stop the process."""
@@ -153,8 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.close(null)
     else:
         peer, host = environment_addresses(os.environ)
-        protocol = factory.buildProtocol(peer)
-        _PipeTransport(protocol, peer, host, reactor=reactor)
+        factory.pipes = True
+        _PipeTransport(factory.buildProtocol(peer), peer, host, reactor=reactor)
     reactor.run()  # type: ignore[attr-defined]
     return 0
 
