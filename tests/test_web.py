@@ -12,6 +12,7 @@ no request to anything but the server. The page's screenshot is kept in
 from __future__ import annotations
 
 import base64
+import json
 import os
 import smtplib
 import urllib.error
@@ -31,8 +32,10 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from qptwisted.service.http import QuietSite, _Root, build_view, is_loopback, local_endpoint
 from qptwisted.service.web import web_resources
-from qptwisted.service.web.activity import Activity
+from qptwisted.service.web.activity import Activity, Subscriber
+from qptwisted.testing import make_engine
 from tests.browser import Chromium, find_chromium
+from tests.core_support import CaptureQueue, Dialogue
 from tests.test_e2e import PATIENCE, E2EBase, Server, free_port, message
 
 REPO = Path(__file__).resolve().parent.parent
@@ -200,6 +203,79 @@ class GuardTests(unittest.TestCase):
         self.assertEqual(status, 200)
         self.assertIn("default-src 'self'", headers["Content-Security-Policy"])
         self.assertEqual(headers["X-Frame-Options"], "DENY")
+
+
+class Recorder(Subscriber):
+    """A subscriber that keeps what it is sent, and can refuse (a browser that does not read)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.reading = True
+
+    def send(self, event: str, data: str) -> bool:
+        if not self.reading:
+            return False
+        self.events.append((event, json.loads(data)))
+        return True
+
+
+class ActivityTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.engine = make_engine(["badrcptto", "rcpt_ok", CaptureQueue],
+                                  config={"rcpthosts": "example.com", "badrcptto": "spam@example.com"},
+                                  clock=self.clock)
+        self.addCleanup(self.engine.close)
+        self.activity = Activity(self.clock, keep=3, live_max=2)
+        self.engine.observer = self.activity
+
+    def test_rows_states_and_cells(self) -> None:
+        smtp = Dialogue(self.engine)
+        smtp.deliver("<a@example.org>", ["<b@example.com>"], "Subject: x\r\n\r\nhi\r\n")
+        smtp.send("MAIL FROM:<m@example.org>", "RCPT TO:<spam@example.com>", "RSET")
+        smtp.send("MAIL FROM:<c@example.org>", "RCPT TO:<b@example.com>", "QUIT")
+        smtp.close()
+        probe = Dialogue(self.engine)  # connects and leaves: still a row
+        probe.close()
+        rows = list(self.activity.rows)
+        self.assertEqual([row["state"] for row in rows], ["refused", "abandoned", "closed"])  # keep=3
+        refused = rows[0]
+        self.assertEqual((refused["sender"], refused["by"]), ("<m@example.org>", "badrcptto"))
+        self.assertEqual(refused["verdicts"]["badrcptto"], {"v": "refuse", "hooks": "rcpt:deny"})
+        self.assertNotIn("test_capture_queue", refused["verdicts"])
+
+    def test_subscribers_and_a_browser_that_stops_reading(self) -> None:
+        browser = Recorder()
+        unsubscribe = self.activity.subscribe(browser)
+        self.assertEqual(browser.events[0][0], "state")
+        smtp = Dialogue(self.engine)
+        smtp.deliver("<a@example.org>", ["<b@example.com>"], "Subject: x\r\n\r\nhi\r\n")
+        self.activity.tick()
+        event, update = browser.events[-1]
+        self.assertEqual(event, "update")
+        self.assertEqual([row["state"] for row in update["rows"]], ["accepted"])
+        self.assertEqual(update["figures"]["accepted"], 1)
+        self.assertEqual(update["sessions"], 1)
+        browser.reading = False
+        smtp.deliver("<a@example.org>", ["<b@example.com>"], "Subject: y\r\n\r\nhi\r\n")
+        self.activity.tick()  # missed
+        browser.reading = True
+        self.activity.tick()
+        event, state = browser.events[-1]
+        self.assertEqual(event, "state")  # a full state, with the row it missed
+        self.assertEqual(len(state["rows"]), 2)
+        unsubscribe()
+        self.activity.tick()
+        self.assertEqual(browser.events[-1], (event, state))
+        smtp.close()
+
+    def test_live_sessions_are_capped(self) -> None:
+        sessions = [Dialogue(self.engine) for _ in range(4)]
+        state = self.activity.state()
+        self.assertEqual((len(state["live"]), state["sessions"]), (2, 4))
+        for smtp in sessions:
+            smtp.close()
+        self.assertEqual(self.activity.state()["sessions"], 0)
 
 
 class StaticTests(unittest.TestCase):

@@ -20,6 +20,7 @@ A row is a plain ``dict`` ready for JSON::
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter, deque
 from collections.abc import Callable
@@ -100,9 +101,11 @@ class Subscriber:
 class Activity:
     """Keeps the live sessions and the last ``keep`` transactions; ticks events to subscribers."""
 
-    def __init__(self, clock: IReactorTime, keep: int = 100, history: int = 120, tick: float = 1.0) -> None:
+    def __init__(self, clock: IReactorTime, keep: int = 100, history: int = 120, tick: float = 1.0,
+                 live_max: int = 200) -> None:
         self.clock = clock
         self.keep = keep
+        self.live_max = live_max
         self.tick_seconds = tick
         self.rows: deque[dict[str, Any]] = deque(maxlen=keep)
         self.ticks: deque[dict[str, Any]] = deque(maxlen=history)
@@ -224,9 +227,12 @@ class Activity:
         }
 
     def live(self) -> list[dict[str, Any]]:
-        """Rows for the sessions open now, oldest first."""
+        """Rows for the sessions open now, oldest first.
+
+        At most ``live_max``: 5,000 idle sessions would make every update a megabyte.
+        """
         rows = []
-        for live in self._live.values():
+        for live in itertools.islice(self._live.values(), self.live_max):
             session = live.session
             row = self.row(session, session.transaction, live, "open", "")
             row["time"] = live.started
@@ -242,6 +248,7 @@ class Activity:
     def state(self) -> dict[str, Any]:
         """Everything a new subscriber needs."""
         return {"plugins": self.plugins, "rows": list(self.rows), "live": self.live(),
+                "sessions": len(self._live),
                 "ticks": list(self.ticks), "keep": self.keep, "history": self.ticks.maxlen,
                 "tick": self.tick_seconds}
 
@@ -256,7 +263,8 @@ class Activity:
         new, self._new = self._new, []
         if not self.subscribers:
             return
-        update = _dumps({"plugins": self.plugins, "rows": new, "live": self.live(), "figures": figures})
+        update = _dumps({"plugins": self.plugins, "rows": new, "live": self.live(),
+                         "sessions": len(self._live), "figures": figures})
         state: str | None = None
         for subscriber in list(self.subscribers):
             if subscriber in self.stale:

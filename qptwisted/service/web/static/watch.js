@@ -108,7 +108,9 @@
     const liveBody = liveTable.tBodies[0];
     liveBody.textContent = "";
     for (const row of state.live) liveBody.appendChild(renderRow(row, plugins));
-    document.getElementById("live-count").textContent = "(" + state.live.length + ")";
+    const sessions = state.sessions || state.live.length;
+    document.getElementById("live-count").textContent =
+      "(" + (sessions > state.live.length ? state.live.length + " of " + sessions : sessions) + ")";
     document.getElementById("rows-count").textContent = "(" + state.rows.length + ")";
   }
 
@@ -195,6 +197,7 @@
     const update = JSON.parse(event.data);
     state.plugins = update.plugins;
     state.live = update.live;
+    state.sessions = update.sessions;
     // a row that ended just before this page subscribed comes in the state and again here
     const known = new Set(state.rows.map((r) => r.id));
     const fresh = update.rows.filter((r) => !known.has(r.id));
