@@ -36,7 +36,7 @@ from qptwisted.service.web.activity import Activity, Subscriber
 from qptwisted.testing import make_engine
 from tests.browser import Chromium, find_chromium
 from tests.core_support import CaptureQueue, Dialogue
-from tests.test_e2e import PATIENCE, E2EBase, Server, free_port, message
+from tests.test_e2e import PATIENCE, E2EBase, Server, free_port, message, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("QPT_ARTIFACTS") or REPO / "test-artifacts")
@@ -146,6 +146,72 @@ class BrowserTests(E2EBase):
 
 def is_error(page: Any) -> bool:
     return type(page).__name__ == "_ErrorPage"
+
+
+class WorkersTests(E2EBase):
+    """``--workers 2 --web``: the master serves what its workers saw."""
+
+    def test_master_merges_the_workers(self) -> None:
+        cwd = self.workdir()
+        web = free_port()
+        server = Server(self, cwd, ["--config", str(self.config(cwd)), "--workers", "2",
+                                    "--web", f"tcp:{web}"])
+        for n in range(4):  # one connection each: the kernel spreads them over the workers
+            self.send(server, f"w{n}")
+        waiting = smtplib.SMTP("127.0.0.1", server.port, timeout=PATIENCE)
+        waiting.ehlo("waiting.test")
+        waiting.mail("dave@example.org")
+        self.addCleanup(waiting.close)
+
+        def state() -> dict[str, Any]:
+            with urllib.request.urlopen(f"http://127.0.0.1:{web}/state", timeout=30) as response:
+                return json.loads(response.read())  # type: ignore[no-any-return]
+
+        def merged() -> dict[str, Any] | None:
+            now = state()
+            accepted = [row for row in now["rows"] if row["state"] == "accepted"]
+            live = [row for row in now["live"] if row["sender"] == "<dave@example.org>"]
+            counted = sum(tick["accepted"] for tick in now["ticks"])
+            return now if len(accepted) == 4 and live and counted == 4 else None
+
+        now = wait_for(merged, "the workers' rows and live session at the master")
+        assert isinstance(now, dict)
+        ids = [row["id"] for row in now["rows"]]
+        self.assertEqual(len(ids), len(set(ids)))  # ids carry the worker's pid
+        self.assertTrue(all(":" in row_id for row_id in ids))
+        self.assertIn("queue/maildir", now["plugins"])
+        self.assertGreaterEqual(now["sessions"], 1)
+        waiting.quit()
+
+
+class PipeTests(unittest.TestCase):
+    def test_a_full_pipe_never_blocks_the_worker_and_lines_stay_whole(self) -> None:
+        from qptwisted.service.web.relay import PipeSubscriber, WorkersActivity
+
+        read, write = os.pipe()
+        self.addCleanup(os.close, read)
+        self.addCleanup(os.close, write)
+        pipe = PipeSubscriber(write)
+        big = json.dumps({"rows": [], "live": [], "plugins": ["p"], "pad": "x" * 50000})
+        sent = 0
+        while pipe.send("update", big):  # the master does not read: the pipe fills, send says so
+            sent += 1
+        self.assertGreater(sent, 0)
+        os.set_blocking(read, False)
+        master = WorkersActivity(Clock())
+        received = b""
+        while True:
+            try:
+                chunk = os.read(read, 1 << 16)
+            except BlockingIOError:
+                if not pipe.rest or not pipe.send("update", big):
+                    break
+                continue
+            received += chunk
+            master.receive(4242, chunk)
+        self.assertTrue(received.endswith(b"\n"))
+        self.assertEqual(master.workers[4242].partial, b"")
+        self.assertEqual(master.plugins, ["p"])
 
 
 class GuardTests(unittest.TestCase):

@@ -131,12 +131,13 @@ def metrics_directory() -> tuple[str, bool]:
 
 
 def prefork_master(master: Any, pool: Any, options: Any) -> None:
-    """Add metrics (the workers' sum) and the systemd notifier to a ``--workers`` master."""
-    if options.get("web"):
-        raise SystemExit("qpsmtpd: --web shows the sessions of one process and cannot be used with "
-                         "--workers; run the web view on a server without --workers")
+    """Add metrics (the workers' sum), the web view (the workers' activity) and the systemd notifier."""
+    from twisted.internet import reactor
+
+    from qptwisted.service.http import build_view, http_services
+
+    page = view = activity = None
     if options.get("metrics"):
-        from qptwisted.service.http import http_services
         from qptwisted.service.metrics import (
             MULTIPROC_ENV,
             MetricsPage,
@@ -147,15 +148,23 @@ def prefork_master(master: Any, pool: Any, options: Any) -> None:
 
         path, owned = metrics_directory()
         if owned:  # after the workers are gone
-            from twisted.internet import reactor
-
             reactor.addSystemEventTrigger("after", "shutdown", shutil.rmtree, path, True)  # type: ignore[attr-defined]
         pool.worker_env[MULTIPROC_ENV] = path
         pool.worker_args.append("--metrics")
         pool.exit_hooks.append(lambda pid: retire_worker(path, pid))
-        registry = master_registry(path, WorkersCollector(pool.pids, lambda: pool.deaths))
-        for listener in http_services(options["metrics"], MetricsPage(registry), None, None):
-            listener.setServiceParent(master)
+        page = MetricsPage(master_registry(path, WorkersCollector(pool.pids, lambda: pool.deaths)))
+    if options.get("web"):
+        from qptwisted.service.web import web_resources
+        from qptwisted.service.web.relay import WorkersActivity
+
+        activity = WorkersActivity(reactor, keep=options.get("web-keep") or 100)
+        pool.event_sink = activity.receive
+        pool.exit_hooks.append(activity.forget)
+        view = build_view(web_resources(activity), options.get("web-password-file"))
+    for listener in http_services(options.get("metrics"), page, options.get("web"), view,
+                                  bool(options.get("web-remote"))):
+        listener.setServiceParent(master)
+    _Periodic(None, activity, None, reactor).setServiceParent(master)
     notify.Notifier(f"accepting mail with {pool.count} workers").setServiceParent(master)
 
 

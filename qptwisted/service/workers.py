@@ -146,7 +146,10 @@ class _WorkerProcess(ProcessProtocol):
         self.pid = self.transport.pid  # type: ignore[union-attr]
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        """Relay complete log lines of the worker into the master's log."""
+        """Relay complete log lines of the worker into the master's log (web view events elsewhere)."""
+        if childFD == self.pool.events_fd and self.pool.event_sink is not None:
+            self.pool.event_sink(self.pid, data)
+            return
         lines = (self._partial.pop(childFD, b"") + data).split(b"\n")
         if lines[-1]:
             self._partial[childFD] = lines[-1]
@@ -186,6 +189,9 @@ class WorkerPool(service.Service):
         self.worker_args = list(worker_args)
         self.worker_env = dict(worker_env or {})
         self.exit_hooks: list[Callable[[int], object]] = []
+        #: gets (pid, bytes) a worker writes on its web view pipe; None: the workers keep no activity
+        self.event_sink: Callable[[int | None, bytes], object] | None = None
+        self.events_fd: int | None = None
         self._stopping = False
         self._previous: dict[int, Any] = {}
 
@@ -281,6 +287,10 @@ class WorkerPool(service.Service):
             fd = _FIRST_FD + index
             child_fds[fd] = sock.fileno()
             args += ["--listen", f"{fd}:{int(sock.family)}"]
+        if self.event_sink is not None:
+            self.events_fd = _FIRST_FD + len(self.sockets)
+            child_fds[self.events_fd] = "r"
+            args += ["--web-events", str(self.events_fd)]
         if self.config_dir:
             args += ["--config", self.config_dir]
         env = notify.clean_environment(dict(os.environ))  # systemd talks to the master only
@@ -356,6 +366,8 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--grace", type=float, default=DEFAULT_GRACE)
     parser.add_argument("--metrics", action="store_true",
                         help="count metrics into the master's PROMETHEUS_MULTIPROC_DIR")
+    parser.add_argument("--web-events", type=int, default=None, metavar="FD",
+                        help="keep the web view's activity and send it to the master on this pipe")
     options = parser.parse_args(argv)
 
     from twisted.internet import reactor
@@ -368,6 +380,15 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout, timeFormat="")],
                                      redirectStandardIO=False)
     observer, metrics = worker_observer(options.metrics)
+    activity = None
+    if options.web_events is not None:
+        from qptwisted.core.observer import combine
+        from qptwisted.service.web.activity import Activity
+        from qptwisted.service.web.relay import PipeSubscriber
+
+        activity = Activity(reactor)
+        activity.subscribe(PipeSubscriber(options.web_events))
+        observer = combine([observer, activity])
     try:
         top = QPSMTPDService(options.config, grace=options.grace, observer=observer)
     except ConfigError as err:
@@ -396,6 +417,8 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     reactor.callWhenRunning(top.startService)  # type: ignore[attr-defined]
     if metrics is not None:
         metrics.watch_threadpool(top.threadpool, reactor)
+    if activity is not None:
+        activity.start()
     reactor.run()  # type: ignore[attr-defined]
     return 0
 

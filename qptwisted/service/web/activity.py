@@ -239,6 +239,10 @@ class Activity:
             rows.append(row)
         return rows
 
+    def session_count(self) -> int:
+        """Sessions open now."""
+        return len(self._live)
+
     def _add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
         self._new.append(row)
@@ -248,7 +252,7 @@ class Activity:
     def state(self) -> dict[str, Any]:
         """Everything a new subscriber needs."""
         return {"plugins": self.plugins, "rows": list(self.rows), "live": self.live(),
-                "sessions": len(self._live),
+                "sessions": self.session_count(),
                 "ticks": list(self.ticks), "keep": self.keep, "history": self.ticks.maxlen,
                 "tick": self.tick_seconds}
 
@@ -264,7 +268,7 @@ class Activity:
         if not self.subscribers:
             return
         update = _dumps({"plugins": self.plugins, "rows": new, "live": self.live(),
-                         "sessions": len(self._live), "figures": figures})
+                         "sessions": self.session_count(), "figures": figures})
         state: str | None = None
         for subscriber in list(self.subscribers):
             if subscriber in self.stale:
