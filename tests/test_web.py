@@ -131,8 +131,9 @@ class BrowserTests(E2EBase):
         drawn = browser.evaluate(
             "(() => { const c = document.getElementById('chart-messages'); const d = c.getContext('2d')"
             ".getImageData(0, 0, c.width, c.height).data; let n = 0; for (let i = 0; i < d.length; i += 4)"
-            " if (d[i + 3] && (d[i] < 200 || d[i + 1] < 200)) n++; return n; })()")
-        self.assertGreater(drawn, 50)
+            " if (d[i + 3] > 128 && Math.abs(d[i] - 46) < 40 && Math.abs(d[i + 1] - 157) < 40"
+            " && Math.abs(d[i + 2] - 79) < 40) n++; return n; })()")
+        self.assertGreater(drawn, 3)  # the accepted line (green), drawn at the right end of the window
         resources = browser.evaluate("performance.getEntriesByType('resource').map(e => e.name)")
         self.assertTrue(resources)
         self.assertEqual([url for url in resources if not url.startswith(f"http://127.0.0.1:{web}/")], [])

@@ -134,14 +134,21 @@
     const step = (w - pad - 4) / (n - 1);
     for (const s of series) {
       ctx.strokeStyle = s.color;
+      ctx.fillStyle = s.color;
       ctx.lineWidth = 1.6;
       ctx.beginPath();
+      let x = 0, y = 0;
       s.values.forEach(function (v, i) {
-        const x = pad + (i + n - s.values.length) * step;
-        const y = h - pad - (v / max) * (h - 2 * pad);
+        x = pad + (i + n - s.values.length) * step;
+        y = h - pad - (v / max) * (h - 2 * pad);
         if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
       });
       ctx.stroke();
+      if (s.values.length) {  // the latest second as a dot: visible from the first tick on
+        ctx.beginPath();
+        ctx.arc(x - 2, y, 2.5, 0, 2 * Math.PI);
+        ctx.fill();
+      }
     }
   }
 
