@@ -33,6 +33,7 @@ from qptwisted.core.codes import (
 from qptwisted.core.config import Config, ConfigError, parse_bool
 from qptwisted.core.engine import Engine
 from qptwisted.core.hooks import HOOKS, HookSpec
+from qptwisted.core.observer import Observer, report_scan
 from qptwisted.core.plugin import Plugin
 from qptwisted.core.replies import Reply
 from qptwisted.interfaces import IConnectionControl, IQPPlugin, IQPPluginFactory
@@ -57,5 +58,5 @@ __all__ = [
     "LOGDEBUG", "Config", "ConfigError", "parse_bool", "Connection", "TLSInfo", "Engine", "Headers",
     "IConnectionControl",
     "IQPPlugin", "IQPPluginFactory", "IPMatcher", "Plugin", "Policy", "PolicyPlugin", "QPSMTPDService",
-    "Reply", "SMTPFactory", "Transaction", "MessageDSN", "RecipientDSN",
+    "Reply", "SMTPFactory", "Transaction", "MessageDSN", "RecipientDSN", "Observer", "report_scan",
 ]

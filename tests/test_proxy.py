@@ -237,6 +237,7 @@ class ProxyTLSTests(unittest.TestCase):
         self.factory.engine = make_engine(
             ["tls", "rcpt_ok", CaptureQueue], clock=reactor, directory=str(self.dir),
             config={"proxy_hosts": "127.0.0.1", "rcpthosts": "mx.test", "tls_implicit_ports": "465"})
+        self.addCleanup(self.factory.engine.close)  # the tls plugin watches its certificate files
         self.addCleanup(port.stopListening)
 
     def context(self) -> ssl.SSLContext:

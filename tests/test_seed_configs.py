@@ -21,7 +21,7 @@ from typing import Any
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from qpplugins.logging.syslog import Syslog
+from qpplugins.logging.syslog import _Handler as SyslogHandler
 from qptwisted.core.engine import Engine, new_threadpool
 from qptwisted.core.loader import discover
 from qptwisted.lib.smtpclient import Envelope
@@ -102,7 +102,11 @@ class HolztExampleTests(SeedCase):
     @defer.inlineCallbacks
     def test_syslog_variation(self) -> Any:
         sent: list[tuple[int, str]] = []
-        self.patch(Syslog, "send", staticmethod(lambda priority, text: sent.append((priority, text))))
+        def emit(handler: Any, record: Any) -> None:
+            priority = handler.encodePriority(handler.facility, handler.mapPriority(record.levelname))
+            sent.append((priority, record.getMessage()))
+
+        self.patch(SyslogHandler, "emit", emit)
         qmail = QmailQueue(self)
         set_environment(self, QMAILQUEUE=str(qmail.program))
         port = self.serve(self.install("plugins.syslog"))

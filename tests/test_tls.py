@@ -131,6 +131,7 @@ class TLSTestCase(unittest.TestCase):
         def stop() -> Any:
             yield self.factory.idle()
             yield port.stopListening()
+            yield self.factory.engine.close()  # the tls plugin watches its files until then
 
         self.addCleanup(stop)
         return self.port
@@ -401,6 +402,7 @@ class ReloadTests(TLSTestCase):
         finally:
             yield factory.idle()
             yield port.stopListening()
+            yield service.engine.close()
         self.assertEqual(first.strip(), self.cert.strip())
         self.assertEqual(second.strip(), new_cert.strip())
 

@@ -6,12 +6,14 @@ Each line is an object such as::
      "conn": 17, "txn": 3, "ip": "192.0.2.1", "hook": "rcpt", "plugin": "rcpt_ok",
      "msg": "..."}
 
-(``conn``/``txn``/``ip`` are left out for lines not tied to a connection),
-ready for jq, Loki, Elasticsearch and friends. Every refusal a plugin
-answers is a line of its own, ``"event": "deny"`` with the ``"hook"``,
-``"code"`` (``DENY``, ``DENYSOFT`` ...), ``"stage"`` (``message`` for the
-hooks from MAIL to the queue, else ``connection``) and the reply text in
-``"msg"`` (level INFO), which ``qpsmtpd log-summary`` counts. Haraka users asked for this
+(``conn``, ``txn`` and ``ip`` are on every line: ``null`` for lines not
+tied to a connection, such as start-up and reload), ready for jq, Loki,
+Elasticsearch and friends: ``jq 'select(.conn == 17)'`` is one session.
+Every refusal a plugin answers is a line of its own, ``"event": "deny"``
+with the ``"hook"``, ``"code"`` (``DENY``, ``DENYSOFT`` ...), ``"stage"``
+(``message`` for the hooks from MAIL to the queue, else ``connection``)
+and the reply text in ``"msg"`` (level INFO), which ``qpsmtpd
+log-summary`` counts. Haraka users asked for this
 (``log.ini format=json``); qpsmtpd has nothing like it.
 
 Arguments: ``[loglevel N] [PATH]``; ``PATH`` may contain strftime patterns
@@ -73,8 +75,7 @@ class JsonLog(Plugin):
         event: dict[str, Any] = {"time": stamp, "level": LEVEL_NAMES[min(max(level, 0), 7)],
                                  "levelno": level, "pid": os.getpid()}
         connection_id, transaction_id, ip = ids(transaction)
-        if connection_id is not None:
-            event.update(conn=connection_id, txn=transaction_id, ip=ip)
+        event.update(conn=connection_id, txn=transaction_id, ip=ip)
         if hook:
             event["hook"] = hook
         if plugin:

@@ -32,6 +32,7 @@ from qptwisted.core.settings import Settings
 from qptwisted.interfaces import IQPPlugin
 
 if TYPE_CHECKING:
+    from qptwisted.core.observer import Observer
     from qptwisted.mail.address import Address
 
 _T = TypeVar("_T")
@@ -187,12 +188,16 @@ class Engine:
         return self.settings.loglevel
 
     def log(self, level: int, message: str, plugin: str | None = None, hook: str | None = None,
-            failure: Failure | None = None, **_: Any) -> None:
-        """Log through the ``logging`` hook, else Twisted's log when ``level <= loglevel``."""
+            failure: Failure | None = None, transaction: Any = None, **_: Any) -> None:
+        """Log through the ``logging`` hook, else Twisted's log when ``level <= loglevel``.
+
+        The line belongs to ``transaction``, else to the one whose hook is running (loggers tag it).
+        """
         if not self._logging and self.hooks.has("logging"):
             self._logging = True  # a logging plugin that logs (or breaks) must not recurse
             try:
-                self.hooks.run_sync("logging", self.hooks.current, level, hook, plugin, message)
+                owner = self.hooks.current if transaction is None else transaction
+                self.hooks.run_sync("logging", owner, level, hook, plugin, message)
             finally:
                 self._logging = False
             return
@@ -237,11 +242,23 @@ class Engine:
         if self._resolver is None:
             reactor = self.clock if hasattr(self.clock, "connectUDP") else None
             self._resolver = Resolver.from_config(self.config_list, reactor)
+            self._resolver.observer = self.hooks.observer
         return self._resolver  # type: ignore[no-any-return]
 
     @resolver.setter
     def resolver(self, resolver: Any) -> None:
         self._resolver = resolver
+
+    @property
+    def observer(self) -> Observer | None:
+        """Who hears of hook answers, sessions and DNS lookups (:mod:`qptwisted.core.observer`)."""
+        return self.hooks.observer
+
+    @observer.setter
+    def observer(self, observer: Observer | None) -> None:
+        self.hooks.observer = observer
+        if isinstance(self._resolver, Resolver):
+            self._resolver.observer = observer
 
     def describe(self) -> str:
         """One line for the start-up log."""

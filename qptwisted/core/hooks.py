@@ -21,8 +21,10 @@ from __future__ import annotations
 import inspect
 from collections import Counter
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from inspect import iscoroutine
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from twisted.internet.defer import Deferred, TimeoutError
@@ -47,10 +49,13 @@ from qptwisted.core.config import ConfigError
 from qptwisted.core.replies import FAULT, Reply
 
 if TYPE_CHECKING:
+    from qptwisted.core.observer import Observer
     from qptwisted.mail.transaction import Transaction
 
 LogFunction = Callable[..., None]
 _DISCONNECTING = frozenset({DENY_DISCONNECT, DENYSOFT_DISCONNECT})
+#: the transaction whose hook runs now; an ``async def`` hook keeps it across its awaits
+_CURRENT: ContextVar[Any] = ContextVar("qptwisted_current_transaction", default=None)
 _ALL_CODES = frozenset(Code)
 
 
@@ -243,12 +248,12 @@ class HookRunner:
         self.log = log
         self.chains: dict[str, list[Registration]] = {}
         self._observed = False
-        #: the transaction whose hook is running now (loggers tag lines with its ids)
-        self.current: Transaction | None = None
         #: while the ``deny``/``ok`` observers run: the hook whose answer they hear
         self.observed_hook: str | None = None
         #: faults (plugin crashed or answered nonsense) per (plugin, hook)
         self.faults: Counter[tuple[str, str]] = Counter()
+        #: told each plugin's answer and its time (:mod:`qptwisted.core.observer`); None costs nothing
+        self.observer: Observer | None = None
 
     def register(self, hook: str, plugin: str, function: Callable[..., Any],
                  timeout: float, unshift: bool = False, fail_open: bool = False) -> None:
@@ -263,6 +268,15 @@ class HookRunner:
         chain = self.chains.setdefault(name, [])
         chain.insert(0 if unshift else len(chain), Registration(plugin, function, timeout, fail_open))
         self._observed = bool(self.chains.get("deny") or self.chains.get("ok"))
+
+    @property
+    def current(self) -> Transaction | None:
+        """The transaction whose hook is running now (loggers tag lines with its ids).
+
+        A context variable: an ``async def`` hook still sees its transaction
+        after an ``await``, while other connections' hooks run meanwhile.
+        """
+        return _CURRENT.get()  # type: ignore[no-any-return]
 
     def has(self, hook: str) -> bool:
         """True if any plugin registered on ``hook``."""
@@ -291,7 +305,7 @@ class HookRunner:
             return NO_ANSWER
         spec = HOOKS[hook]
         for registration in chain:
-            previous, self.current = self.current, transaction
+            token = _CURRENT.set(transaction)
             try:
                 value = registration.function(transaction, *args, **kwargs)
             except Exception:
@@ -300,7 +314,7 @@ class HookRunner:
                     return result
                 continue
             finally:
-                self.current = previous
+                _CURRENT.reset(token)
             if value is None or value is DECLINED:
                 continue
             if isinstance(value, Deferred) or iscoroutine(value):
@@ -320,30 +334,48 @@ class HookRunner:
         chain = run.chain
         spec = run.hook
         transaction = run.transaction
+        observer = self.observer
+        started = 0.0
         for index in range(start, len(chain)):
             registration = chain[index]
-            previous, self.current = self.current, transaction
+            token = _CURRENT.set(transaction)
+            if observer is not None:
+                started = perf_counter()
             try:
                 value = registration.function(transaction, *run.args, **run.kwargs)
+                if iscoroutine(value):  # its steps run in a copy of this context: the transaction stays
+                    value = Deferred.fromCoroutine(value)
             except Exception:
                 result = self._fault(spec, registration, Failure(), transaction)
+                if observer is not None:
+                    self._report(transaction, registration, spec, result, started)
                 if result is not None:
                     return self._settle(run, result)
                 continue
             finally:
-                self.current = previous
+                _CURRENT.reset(token)
             if value is None or value is DECLINED:
+                if observer is not None:
+                    self._report(transaction, registration, spec, None, started)
                 if self._observed and spec.observed:
                     self._observe(transaction, HookResult(DECLINED, None, None, registration.plugin))
                 continue
-            if iscoroutine(value):
-                value = Deferred.fromCoroutine(value)
             if isinstance(value, Deferred):
-                return self._wait(run, index, value)
+                return self._wait(run, index, value, started)
             result = self._answer(spec, registration, value, transaction)
+            if observer is not None:
+                self._report(transaction, registration, spec, result, started)
             if result is not None and result.code != DECLINED:
                 return self._settle(run, result)
         return self._settle(run, NO_ANSWER)
+
+    def _report(self, transaction: Transaction | None, registration: Registration, spec: HookSpec,
+                result: HookResult | None, started: float) -> None:
+        """Tell the observer what one plugin answered (None: it was skipped) and how long it took."""
+        observer = self.observer
+        if observer is not None:
+            observer.hook_answered(transaction, registration.plugin, spec.name,
+                                   DECLINED if result is None else result.code, perf_counter() - started)
 
     def _settle(self, run: _Run, result: HookResult) -> HookResult | Deferred[HookResult]:
         outer = run.outer
@@ -353,7 +385,7 @@ class HookRunner:
             outer.callback(result)
         return result
 
-    def _wait(self, run: _Run, index: int, deferred: Deferred[Any]) -> Deferred[HookResult]:
+    def _wait(self, run: _Run, index: int, deferred: Deferred[Any], started: float) -> Deferred[HookResult]:
         registration = run.chain[index]
         spec = run.hook
         if spec.settle:
@@ -366,6 +398,7 @@ class HookRunner:
             if run.cancelled:
                 return
             result = self._answer(spec, registration, value, run.transaction)
+            self._report(run.transaction, registration, spec, result, started)
             if result is not None and result.code != DECLINED:
                 self._settle(run, result)
             else:
@@ -377,10 +410,13 @@ class HookRunner:
             if failure.check(TimeoutError):
                 self.log(LOGERROR, f"hook {spec.name} timed out after {registration.timeout:g}s",
                          plugin=registration.plugin, hook=spec.name)
-                self._settle(run, HookResult(DENYSOFT, "Timeout while checking your message, try again later",
-                                             None, registration.plugin))
+                timeout = HookResult(DENYSOFT, "Timeout while checking your message, try again later",
+                                     None, registration.plugin)
+                self._report(run.transaction, registration, spec, timeout, started)
+                self._settle(run, timeout)
                 return
             result = self._fault(spec, registration, failure, run.transaction)
+            self._report(run.transaction, registration, spec, result, started)
             if result is not None:
                 self._settle(run, result)
             else:

@@ -30,7 +30,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import dns.nameserver
 import dns.resolver
@@ -42,8 +43,12 @@ from twisted.names import dns as tdns
 from twisted.names import error as terror
 from twisted.python.failure import Failure
 
+if TYPE_CHECKING:
+    from qptwisted.core.observer import Observer
+
 _T = TypeVar("_T")
 Server = tuple[str, int]
+_KINDS = {tdns.A: "A", tdns.AAAA: "AAAA", tdns.MX: "MX", tdns.TXT: "TXT", tdns.PTR: "PTR"}
 
 
 class DNSTempError(Exception):
@@ -120,6 +125,8 @@ class Resolver:
         self.reactor = reactor
         self._semaphore = DeferredSemaphore(max_in_flight)
         self._client = client.Resolver(servers=self.servers, reactor=reactor)
+        #: told of every lookup's outcome and time (the engine sets it; None costs nothing)
+        self.observer: Observer | None = None
 
     @classmethod
     def from_config(cls, config_list: Callable[[str], list[str]], reactor: Any = None) -> Resolver:
@@ -198,10 +205,23 @@ class Resolver:
 
         def query() -> Deferred[list[_T]]:
             d: Deferred[Any] = getattr(self._client, method)(name, timeout=seconds)
-            return d.addCallbacks(lambda answer: [convert(rr) for rr in answer[0] if rr.type == rrtype],
-                                  lambda failure: _translate(failure, name))
+            d.addCallbacks(lambda answer: [convert(rr) for rr in answer[0] if rr.type == rrtype],
+                           lambda failure: _translate(failure, name))
+            if self.observer is not None:
+                d.addBoth(self._report, _KINDS.get(rrtype, "other"), perf_counter())
+            return d
 
         return self._semaphore.run(query)
+
+    def _report(self, result: Any, kind: str, started: float) -> Any:
+        """Tell the observer how a lookup ended; passes ``result`` on."""
+        if self.observer is not None:
+            if isinstance(result, Failure):
+                outcome = "timeout" if result.check(DNSTimeout) else "error"
+            else:
+                outcome = "ok" if result else "empty"
+            self.observer.dns_answered(kind, outcome, perf_counter() - started)
+        return result
 
 
 def _translate(failure: Failure, name: str) -> list[Any]:

@@ -10,6 +10,8 @@ that tool instead::
     qpsmtpd greylist list|whitelist IP|remove IP
     qpsmtpd log-summary FILE...   per plugin, what it refused (logging/json logs)
     qpsmtpd migrate DIR           how a qpsmtpd config directory loads here, line by line
+    qpsmtpd check [--config DIR]  load the configuration and every plugin; print the chain
+    qpsmtpd inetd [--config DIR]  serve one session on standard input/output (inetd, tcpserver)
 
 Each tool is a function ``(argv) -> exit status`` in :data:`TOOLS`.
 """
@@ -55,7 +57,16 @@ TOOLS: dict[str, Callable[[Sequence[str]], int]] = {
     "greylist": tools.greylist,
     "log-summary": tools.log_summary,
     "migrate": migrate,
+    "check": lambda argv: _tool("qptwisted.service.check", "check")(argv),
+    "inetd": lambda argv: _tool("qptwisted.service.inetd", "main")(argv),
 }
+
+
+def _tool(module: str, name: str) -> Callable[[Sequence[str]], int]:
+    """A tool's function, imported when it runs (the server's start stays lean)."""
+    import importlib
+
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
 
 
 def main(argv: Sequence[str] | None = None) -> Any:

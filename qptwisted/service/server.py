@@ -18,8 +18,10 @@ from twisted.python.threadpool import ThreadPool
 
 from qptwisted.core.config import ConfigError, default_config_dir
 from qptwisted.core.engine import Engine, new_threadpool
+from qptwisted.core.observer import Observer
 from qptwisted.core.replies import format_reply
 from qptwisted.mail.spool import remove_orphans
+from qptwisted.service import notify
 from qptwisted.service.proxy import proxy_layer
 from qptwisted.smtp.protocol import ListenerContext, SMTPProtocol
 
@@ -199,13 +201,15 @@ class QPSMTPDService(service.MultiService):
     application's objects as ``self.engine.resources[name]``. The service owns
     the thread pool for blocking plugin work: started with the service,
     shared by every engine (a reload keeps it), stopped with the service.
+    ``observer`` (metrics, the web view) is given to every engine it builds.
     """
 
     def __init__(self, config_dir: str | None = None, clock: IReactorTime | None = None,
                  plugin_lines: Iterable[str] | None = None, resources: Mapping[str, Any] | None = None,
-                 threads: int = 10, grace: float = DEFAULT_GRACE) -> None:
+                 threads: int = 10, grace: float = DEFAULT_GRACE, observer: Observer | None = None) -> None:
         super().__init__()
         self.grace = grace
+        self.observer = observer
         self.config_dir = config_dir or default_config_dir()
         self.clock = clock
         self.plugin_lines = None if plugin_lines is None else list(plugin_lines)
@@ -225,8 +229,10 @@ class QPSMTPDService(service.MultiService):
         return self.factory.engine
 
     def _build(self) -> Engine:
-        return Engine.from_config(self.config_dir, self.clock, self.threadpool, self.plugin_lines,
-                                  self.resources)
+        engine = Engine.from_config(self.config_dir, self.clock, self.threadpool, self.plugin_lines,
+                                    self.resources)
+        engine.observer = self.observer
+        return engine
 
     def listen(self, description: str) -> service.Service:
         """Add a listener from an endpoint string (``tcp:2525:interface=127.0.0.1``).
@@ -242,15 +248,19 @@ class QPSMTPDService(service.MultiService):
 
         A broken configuration is logged and the running engine kept. The
         old engine is retired: it closes when its last connection has ended.
+        systemd (``Type=notify``) hears RELOADING, then READY either way.
         """
+        notify.reloading()
         try:
             engine = self._build()
         except ConfigError as err:
             _log.error("reload failed, keeping the running configuration: {err}", err=err)
+            notify.ready("reload failed, running the previous configuration")
             return False
         old, self.factory.engine = self.factory.engine, engine
         old.retire()
         _log.info("reloaded: {desc}", desc=engine.describe())
+        notify.ready()
         return True
 
     def privilegedStartService(self) -> None:
@@ -304,6 +314,7 @@ class QPSMTPDService(service.MultiService):
         hold (database pools, Redis connections, timers) outlives the service.
         """
         self._prepared = False
+        notify.stopping()
         if self._previous_hup is not None:
             signal.signal(signal.SIGHUP, self._previous_hup)
             self._previous_hup = None

@@ -32,7 +32,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.application import service
@@ -43,6 +43,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from qptwisted.service import notify
 from qptwisted.service.server import DEFAULT_GRACE
 
 _log = Logger(namespace="qptwisted.service.workers")
@@ -78,13 +79,17 @@ def bind_listener(description: str) -> socket.socket:
 
     Supported: ``tcp:PORT``, ``tcp6:PORT`` and the keywords ``port``,
     ``interface`` and ``backlog`` (default 1024). A bare number is ``tcp:NUMBER``.
+    ``systemd:domain=...:index=N`` (or ``name=NAME``) is the socket systemd
+    handed over (socket activation), already bound.
     """
     fields = _split(description)
     if len(fields) == 1 and fields[0].isdigit():
         fields = ["tcp", fields[0]]
     kind = fields[0].lower()
+    if kind == "systemd":
+        return _inherited(description)
     if kind not in ("tcp", "tcp6"):
-        raise ValueError(f"--workers supports tcp: and tcp6: ports only, not {description!r}")
+        raise ValueError(f"--workers supports tcp:, tcp6: and systemd: ports only, not {description!r}")
     options: dict[str, str] = {}
     positional: list[str] = []
     for field in fields[1:]:
@@ -108,6 +113,23 @@ def bind_listener(description: str) -> socket.socket:
     return listener
 
 
+def _inherited(description: str) -> socket.socket:
+    """The listening socket systemd handed over (socket activation: ``systemd:domain=INET:index=0``).
+
+    Twisted's own parser finds it: it reads (and removes) systemd's variables
+    when it is first imported, so nothing else can.
+    """
+    from twisted.internet import endpoints, reactor
+
+    try:
+        endpoint = endpoints.serverFromString(reactor, description)
+    except (IndexError, KeyError, ValueError) as err:
+        raise ValueError(f"{description!r}: systemd handed over no such socket ({err!r})") from None
+    listener = socket.socket(fileno=endpoint.fileno)  # type: ignore[attr-defined]
+    listener.setblocking(False)
+    return listener
+
+
 # -- the master ----------------------------------------------------------------------
 class _WorkerProcess(ProcessProtocol):
     """The master's view of one worker: relays its output, reports its end."""
@@ -124,7 +146,10 @@ class _WorkerProcess(ProcessProtocol):
         self.pid = self.transport.pid  # type: ignore[union-attr]
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        """Relay complete log lines of the worker into the master's log."""
+        """Relay complete log lines of the worker into the master's log (web view events elsewhere)."""
+        if childFD == self.pool.events_fd and self.pool.event_sink is not None:
+            self.pool.event_sink(self.pid, data)
+            return
         lines = (self._partial.pop(childFD, b"") + data).split(b"\n")
         if lines[-1]:
             self._partial[childFD] = lines[-1]
@@ -139,10 +164,17 @@ class _WorkerProcess(ProcessProtocol):
 
 
 class WorkerPool(service.Service):
-    """The master: binds the listeners, runs ``count`` workers and keeps them running."""
+    """The master: binds the listeners, runs ``count`` workers and keeps them running.
+
+    ``worker_args`` and ``worker_env`` are added to each worker's command line
+    and environment; each of ``exit_hooks`` is called with the pid of a worker
+    that exited (metrics fold its files); ``deaths`` counts the workers that
+    exited unasked.
+    """
 
     def __init__(self, count: int, ports: Sequence[str], config_dir: str | None = None,
-                 grace: float = DEFAULT_GRACE, reactor: Any = None) -> None:
+                 grace: float = DEFAULT_GRACE, reactor: Any = None, worker_args: Sequence[str] = (),
+                 worker_env: Mapping[str, str] | None = None) -> None:
         if count < 1:
             raise ValueError("a worker pool needs at least one worker")
         self.count = count
@@ -153,6 +185,13 @@ class WorkerPool(service.Service):
         self.sockets: list[socket.socket] = []
         self.workers: dict[int, _WorkerProcess] = {}
         self.spawned = 0
+        self.deaths = 0
+        self.worker_args = list(worker_args)
+        self.worker_env = dict(worker_env or {})
+        self.exit_hooks: list[Callable[[int], object]] = []
+        #: gets (pid, bytes) a worker writes on its web view pipe; None: the workers keep no activity
+        self.event_sink: Callable[[int | None, bytes], object] | None = None
+        self.events_fd: int | None = None
         self._stopping = False
         self._previous: dict[int, Any] = {}
 
@@ -174,12 +213,20 @@ class WorkerPool(service.Service):
         return sorted(self.workers)
 
     # service life
-    def startService(self) -> None:
-        """Bind, start the workers, forward SIGHUP."""
-        super().startService()
-        self._stopping = False
+    def privilegedStartService(self) -> None:
+        """Bind before twistd drops privileges (``--uid``), so port 25 works."""
+        super().privilegedStartService()
+        self._bind()
+
+    def _bind(self) -> None:
         if not self.sockets:
             self.sockets = [bind_listener(description) for description in self.ports]
+
+    def startService(self) -> None:
+        """Bind (if not done yet), start the workers, forward SIGHUP."""
+        super().startService()
+        self._stopping = False
+        self._bind()
         for host, port in self.addresses():
             _log.info("master {pid}: listening on {host}:{port} for {count} workers",
                       pid=os.getpid(), host=host, port=port, count=self.count)
@@ -195,6 +242,7 @@ class WorkerPool(service.Service):
         """SIGTERM every worker; fires when all have exited (stragglers are killed)."""
         super().stopService()
         self._stopping = True
+        notify.stopping()
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
@@ -213,7 +261,12 @@ class WorkerPool(service.Service):
         return DeferredList(waits).addBoth(done)
 
     def _on_hup(self, signum: int, frame: object) -> None:
-        self.reactor.callFromThread(self.signal_all, signal.SIGHUP)
+        self.reactor.callFromThread(self._reload)
+
+    def _reload(self) -> None:
+        notify.reloading()
+        self.signal_all(signal.SIGHUP)
+        notify.ready()  # each worker reloads on its own; a broken configuration keeps the old one
 
     # workers
     def signal_all(self, signum: int) -> None:
@@ -228,14 +281,20 @@ class WorkerPool(service.Service):
         """Start one worker with every listening socket as an inherited descriptor."""
         worker = _WorkerProcess(self)
         child_fds: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
-        args = [sys.executable, "-m", "qptwisted.service.workers", "--grace", repr(self.grace)]
+        args = [sys.executable, "-m", "qptwisted.service.workers", "--grace", repr(self.grace),
+                *self.worker_args]
         for index, sock in enumerate(self.sockets):
             fd = _FIRST_FD + index
             child_fds[fd] = sock.fileno()
             args += ["--listen", f"{fd}:{int(sock.family)}"]
+        if self.event_sink is not None:
+            self.events_fd = _FIRST_FD + len(self.sockets)
+            child_fds[self.events_fd] = "r"
+            args += ["--web-events", str(self.events_fd)]
         if self.config_dir:
             args += ["--config", self.config_dir]
-        env = dict(os.environ)
+        env = notify.clean_environment(dict(os.environ))  # systemd talks to the master only
+        env.update(self.worker_env)
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         env["PYTHONUNBUFFERED"] = "1"
@@ -249,9 +308,15 @@ class WorkerPool(service.Service):
     def _ended(self, worker: _WorkerProcess, reason: Failure) -> None:
         if worker.pid is not None:
             self.workers.pop(worker.pid, None)
+            for hook in self.exit_hooks:
+                try:
+                    hook(worker.pid)
+                except Exception:
+                    _log.failure("exit hook for worker {pid} failed", pid=worker.pid)
         if self._stopping:
             _log.info("worker {pid} stopped", pid=worker.pid)
             return
+        self.deaths += 1
         _log.warn("worker {pid} died ({why}); starting a replacement",
                   pid=worker.pid, why=reason.getErrorMessage())
         young = time.monotonic() - worker.started < _YOUNG
@@ -299,18 +364,33 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
                         help="an inherited listening socket and its address family")
     parser.add_argument("--config", default=None)
     parser.add_argument("--grace", type=float, default=DEFAULT_GRACE)
+    parser.add_argument("--metrics", action="store_true",
+                        help="count metrics into the master's PROMETHEUS_MULTIPROC_DIR")
+    parser.add_argument("--web-events", type=int, default=None, metavar="FD",
+                        help="keep the web view's activity and send it to the master on this pipe")
     options = parser.parse_args(argv)
 
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     from qptwisted.core.config import ConfigError
+    from qptwisted.service.monitoring import worker_observer
     from qptwisted.service.server import QPSMTPDService
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout, timeFormat="")],
                                      redirectStandardIO=False)
+    observer, metrics = worker_observer(options.metrics)
+    activity = None
+    if options.web_events is not None:
+        from qptwisted.core.observer import combine
+        from qptwisted.service.web.activity import Activity
+        from qptwisted.service.web.relay import PipeSubscriber
+
+        activity = Activity(reactor)
+        activity.subscribe(PipeSubscriber(options.web_events))
+        observer = combine([observer, activity])
     try:
-        top = QPSMTPDService(options.config, grace=options.grace)
+        top = QPSMTPDService(options.config, grace=options.grace, observer=observer)
     except ConfigError as err:
         print(f"qpsmtpd worker: {err}", file=sys.stderr)
         return 2
@@ -328,10 +408,17 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
         # stop accepting first; the service then drains, closes the engine and stops its threads
         for port in ports:
             port.stopListening()
-        return top.stopService()
+        stopped = top.stopService()
+        if metrics is not None:
+            stopped.addBoth(lambda result: (metrics.stop(), result)[1])  # the last counts reach the files
+        return stopped
 
     reactor.addSystemEventTrigger("before", "shutdown", stop)  # type: ignore[attr-defined]
     reactor.callWhenRunning(top.startService)  # type: ignore[attr-defined]
+    if metrics is not None:
+        metrics.watch_threadpool(top.threadpool, reactor)
+    if activity is not None:
+        activity.start()
     reactor.run()  # type: ignore[attr-defined]
     return 0
 

@@ -113,7 +113,7 @@ class SMTPProtocol(Protocol):
         """Stop timers and let the session run its end-of-connection hooks."""
         if reason is not None and self.session.connection.tls is None and _is_tls_error(reason):
             self.engine.log(LOGINFO, f"TLS handshake with {self.session.connection.remote_ip} failed: "
-                            f"{reason.getErrorMessage()}")
+                            f"{reason.getErrorMessage()}", transaction=self.session.transaction)
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None

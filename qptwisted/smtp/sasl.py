@@ -191,7 +191,7 @@ class _Exchange:
         session = self.session
         if session.engine.config.get_bool("auth_debug_credentials", False):
             session.engine.log(LOGDEBUG, f"auth debug: mechanism={self.mechanism} user={user!r} "
-                               f"password={password!r} hash={digest!r}")
+                               f"password={password!r} hash={digest!r}", transaction=session.transaction)
         args = (self.mechanism.lower(), user, password, digest, ticket)
 
         def generic(result: HookResult) -> Step:
@@ -210,13 +210,14 @@ class _Exchange:
             connection.relay_client = True
             connection.notes.pop("naughty", None)
             session.engine.log(LOGINFO, f"auth success: mechanism={self.mechanism} user={user} "
-                               f"ip={connection.remote_ip} by {result.plugin}")
+                               f"ip={connection.remote_ip} by {result.plugin}",
+                               transaction=session.transaction)
             extra = f" - {result.message}" if result.message else ""
             session.respond(235, f"{self.mechanism} authentication successful for {user}{extra}", "2.7.0")
             return None
         if result.code is DENYSOFT:
             session.engine.log(LOGWARN, f"auth temporary failure: mechanism={self.mechanism} user={user} "
-                               f"ip={session.connection.remote_ip}")
+                               f"ip={session.connection.remote_ip}", transaction=session.transaction)
             session.respond(454, "Temporary authentication failure, try again later", "4.7.0")
             return None
         if result.code is DONE:
@@ -229,7 +230,7 @@ class _Exchange:
         failures = connection.notes["auth_failures"] = connection.notes.get("auth_failures", 0) + 1
         why = f" ({result.message})" if result.message else ""
         session.engine.log(LOGWARN, f"auth failed: mechanism={self.mechanism} user={user} "
-                           f"ip={connection.remote_ip}{why}")
+                           f"ip={connection.remote_ip}{why}", transaction=session.transaction)
         limit = session.engine.config.get_int("auth_max_failures", 3)
         if limit and failures >= limit:
             session.respond(421, "Too many authentication failures, closing connection", "4.7.0")

@@ -107,6 +107,8 @@ class Session:
         self.transport = transport
         self.closed = False
         self.sync_point = False
+        #: the code of the last reply sent (what an observer reads when a transaction ends)
+        self.last_reply = 0
         connection.control = self
         self.transaction = self._new_transaction()
         self.receiver: MessageReceiver | None = None
@@ -127,6 +129,7 @@ class Session:
         """Write a reply; ``enhanced=""`` picks x.0.0 from the code, None sends none."""
         if self.closed:
             return
+        self.last_reply = code
         if enhanced == "":
             enhanced = f"{str(code)[0]}.0.0" if code >= 200 and code < 300 or code >= 400 else None
         self.transport.write(format_reply(code, message, enhanced))
@@ -188,6 +191,8 @@ class Session:
     def reset_transaction(self) -> None:
         """End the transaction (firing ``reset_transaction``) and start a new one."""
         old = self.transaction
+        if self.engine.observer is not None:
+            self.engine.observer.transaction_ended(self, old)
         if self.engine.hooks.has("reset_transaction"):
             self.engine.hooks.run("reset_transaction", old)  # an observer: its answer does not matter
         old.close()
@@ -198,7 +203,7 @@ class Session:
     def fault(self, command: str, failure: Failure) -> None:
         """Answer 451 for a command that failed inside the engine, and log why."""
         self.engine.log(LOGERROR, f"command {command!r} failed: {failure.getErrorMessage()}",
-                        failure=failure)
+                        failure=failure, transaction=self.transaction)
         self.respond(451, f"Internal error - try again later - command '{command}' failed unexpectedly",
                      "4.3.0")
 
@@ -207,6 +212,8 @@ class Session:
         """Run ``pre-connection`` and ``connect``, then greet."""
         c = self.connection
         self.sync_point = True
+        if self.engine.observer is not None:
+            self.engine.observer.connection_opened(self)
         return self._run("pre_connection", self._after_pre_connection,
                          remote_ip=c.remote_ip, remote_port=c.remote_port, local_ip=c.local_ip,
                          local_port=c.local_port, connections=concurrent,
@@ -244,6 +251,8 @@ class Session:
             hooks.run("post_connection", self.transaction)
         self.transaction.close()
         self.connection.control = None
+        if self.engine.observer is not None:
+            self.engine.observer.connection_closed(self)
 
     # -- commands -------------------------------------------------------------
     def command(self, line: str) -> Step:
@@ -576,6 +585,8 @@ class Session:
         if not receiver.last:
             return self.chunking.received(receiver)
         self.receiver = None
+        if self.engine.observer is not None:
+            self.engine.observer.message_received(self)
         if receiver.waiting is not None:
             return receiver.waiting.addCallback(lambda _: self._check_message(receiver))
         return self._check_message(receiver)
@@ -604,7 +615,8 @@ class Session:
     def log_refusal(self, receiver: MessageReceiver) -> None:
         """Log what the client is not told about a refused message."""
         if receiver.spool_error is not None:
-            self.engine.log(LOGERROR, f"cannot store message: {receiver.spool_error}")
+            self.engine.log(LOGERROR, f"cannot store message: {receiver.spool_error}",
+                            transaction=self.transaction)
 
     def _add_headers(self, result: HookResult) -> Step:
         transaction = self.transaction
@@ -639,7 +651,8 @@ class Session:
             self.respond(250, result.message or "Queued", "2.6.0")
             self.transport.message_accepted()
             self.engine.log(LOGINFO, f"queued message from {transaction.sender} for "
-                            f"{len(transaction.recipients)} recipients by {result.plugin}")
+                            f"{len(transaction.recipients)} recipients by {result.plugin}",
+                            transaction=transaction)
         elif result.code is DECLINED:
             self._reply(_QUEUE.declined, result._replace(message=None))  # type: ignore[arg-type]
         elif result.code is not DONE:

@@ -1,16 +1,15 @@
-"""The new loggers: devnull, connection_id, transaction_id, syslog, adaptive, json."""
+"""The new loggers: devnull, connection_id, transaction_id, adaptive, json (syslog: test_syslog.py)."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
-import syslog
 from typing import Any
 
 from twisted.trial import unittest
 
-from qptwisted import LOGDEBUG, LOGINFO, ConfigError
+from qptwisted import LOGINFO
 from tests.plugins.policy_support import engine, plugin
 
 BAD = {"badmailfrom": ["x@spam.test"]}
@@ -60,25 +59,6 @@ class TransactionIdTests(unittest.TestCase):
         smtp.send("EHLO c.test", "MAIL FROM:<x@spam.test>")
         tag = f"[{smtp.session.connection.id}.{smtp.session.transaction.id}]"
         self.assertIn(f"{tag} badmailfrom: fail", stream.getvalue())
-
-
-class SyslogTests(unittest.TestCase):
-    def test_levels_and_priority(self) -> None:
-        eng = engine(["logging/syslog loglevel 6 facility local3 ident test"])
-        sent: list[tuple[int, str]] = []
-        plugin(eng, "logging/syslog").send = lambda priority, line: sent.append((priority, line))
-        eng.log(LOGINFO, "hello", plugin="p")
-        eng.log(LOGDEBUG, "hidden")
-        self.assertEqual(sent, [(syslog.LOG_INFO | syslog.LOG_LOCAL3, "INFO p: hello")])
-        eng = engine(["logging/syslog priority LOG_WARNING"])
-        sent.clear()
-        plugin(eng, "logging/syslog").send = lambda priority, line: sent.append((priority, line))
-        eng.log(0, "urgent")
-        self.assertEqual(sent[0][0], syslog.LOG_WARNING | syslog.LOG_MAIL)
-
-    def test_bad_arguments(self) -> None:
-        self.assertRaises((ConfigError, ValueError), engine, ["logging/syslog facility nowhere"])
-        self.assertRaises((ConfigError, ValueError), engine, ["logging/syslog loglevel"])
 
 
 class AdaptiveTests(unittest.TestCase):
