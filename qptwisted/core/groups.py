@@ -22,14 +22,29 @@ for the transactions of that group (:func:`group_config_list`).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 from weakref import WeakKeyDictionary
 
 from qptwisted.core.config import Config, ConfigError
 
 if TYPE_CHECKING:
-    from qptwisted.core.engine import Engine
     from qptwisted.mail.address import Address
+
+
+class Engine(Protocol):
+    """What policy groups need of the engine (which imports this module, so it is described here)."""
+
+    config: Config
+
+    def config_list(self, name: str) -> list[str]:
+        """Config values of ``name``."""
+
+    def hook_config(self, hook: str, *args: Any) -> list[str] | None:
+        """Values a ``config``/``user_config`` plugin supplies."""
+
+    @property
+    def hooks(self) -> Any:
+        """The hook runner."""
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")
 _tables: WeakKeyDictionary[Config, GroupTable] = WeakKeyDictionary()

@@ -21,7 +21,8 @@ is closed.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred
 
@@ -31,9 +32,48 @@ from qptwisted.core.replies import Reply
 from qptwisted.smtp.receiver import ChunkDiscarder, MessageReceiver
 
 if TYPE_CHECKING:
-    from qptwisted.smtp.session import Session
+    from qptwisted.core.hooks import HookSpec
+    from qptwisted.core.settings import Settings
+    from qptwisted.mail.transaction import Transaction
 
 Step = Deferred[Any] | None
+
+
+class Session(Protocol):
+    """What BDAT needs of the SMTP session (which imports this module, so it is described here)."""
+
+    closed: bool
+    settings: Settings
+    transaction: Transaction
+    receiver: MessageReceiver | None
+    transport: Any
+
+    def respond(self, code: int, message: str, enhanced: str | None = "") -> None:
+        """Send a reply."""
+
+    def disconnect(self) -> None:
+        """Close after the replies."""
+
+    def reset_transaction(self) -> None:
+        """End the transaction and start a new one."""
+
+    def databytes(self, group: str | None = "") -> int:
+        """The size limit of the transaction's policy group."""
+
+    def headers_end_hook(self) -> Callable[[MessageReceiver], Step] | None:
+        """The ``data_headers_end`` runner, when a plugin listens."""
+
+    def message_received(self, receiver: Any) -> Step:
+        """The whole message arrived."""
+
+    def log_refusal(self, receiver: MessageReceiver) -> None:
+        """Log what the client is not told."""
+
+    def _run(self, hook: str, then: Callable[[HookResult], Step], *args: Any, **kwargs: Any) -> Step:
+        """Run a hook chain, then ``then``."""
+
+    def _refusal(self, hook: HookSpec, result: HookResult, **fields: str) -> Reply | None:
+        """The reply a refusing answer gets."""
 _ARGUMENTS = re.compile(r"([0-9]{1,18})(?:[ \t]+(LAST))?\Z", re.IGNORECASE)
 _DATA = HOOKS["data"]
 TOO_BIG = Reply(552, "5.3.4", "Message too big!")
