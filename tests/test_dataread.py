@@ -211,3 +211,21 @@ class LimitTests(Base):
         self.assertEqual(reader.feed(b".\r\nNOOP\r\n"), b"NOOP\r\n")
         self.assertEqual(self.stored(), b"12345\n")
         self.assertEqual(reader.size, 22)
+
+
+class LongLineSearchTests(unittest.SynchronousTestCase):
+    """has_long_line looks at one byte every ``limit`` bytes; it must agree with splitting into lines."""
+
+    def test_agrees_with_splitting(self) -> None:
+        from hypothesis import given, settings
+        from hypothesis import strategies as st
+
+        from qptwisted.smtp.receiver import has_long_line
+
+        @settings(max_examples=500, deadline=None)
+        @given(st.lists(st.integers(0, 40), max_size=30), st.integers(1, 20))
+        def check(lengths: list[int], limit: int) -> None:
+            text = b"".join(b"x" * n + b"\n" for n in lengths)
+            self.assertEqual(has_long_line(text, limit), any(n > limit for n in lengths), (lengths, limit))
+
+        check()

@@ -360,7 +360,8 @@ class HookRunner:
                 if self._observed and spec.observed:
                     self._observe(transaction, HookResult(DECLINED, None, None, registration.plugin))
                 continue
-            if isinstance(value, Deferred):
+            # a Deferred is checked last: Deferred is an ABC, so isinstance on it is slow
+            if value.__class__ not in _ANSWER_TYPES and isinstance(value, Deferred):
                 return self._wait(run, index, value, started)
             result = self._answer(spec, registration, value, transaction)
             if observer is not None:
@@ -486,6 +487,10 @@ class HookRunner:
                     self._fault(HOOKS[observer], registration, Failure(), transaction)
         finally:
             self.observed_hook = previous
+
+
+#: what a hook usually answers with: none of them is a Deferred
+_ANSWER_TYPES = frozenset({Code, tuple, HookResult, int, str, bool})
 
 
 def _cancel_timer(result: Any, timer: Any) -> Any:

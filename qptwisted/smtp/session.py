@@ -23,6 +23,7 @@ from qptwisted.core.codes import (
     DONE,
     LOGERROR,
     LOGINFO,
+    NO_ANSWER,
     OK,
     HookResult,
 )
@@ -147,10 +148,13 @@ class Session:
             self.disconnect()
 
     def _run(self, hook: str, then: Callable[[HookResult], Step], *args: Any, **kwargs: Any) -> Step:
-        result = self.engine.hooks.run(hook, self.transaction, *args, **kwargs)
-        if isinstance(result, Deferred):
-            return result.addCallback(self._continue, then)
-        return then(result)
+        hooks = self.engine.hooks
+        if hook not in hooks.chains:  # most hooks of most commands have no plugin: nothing to run
+            return then(NO_ANSWER)
+        result = hooks.run(hook, self.transaction, *args, **kwargs)
+        if result.__class__ is HookResult:  # not isinstance(Deferred): Deferred is an ABC, slow to test
+            return then(result)  # type: ignore[arg-type]
+        return result.addCallback(self._continue, then)  # type: ignore[union-attr]
 
     def _continue(self, result: HookResult, then: Callable[[HookResult], Step]) -> Step:
         if self.closed:
