@@ -108,6 +108,18 @@ class PipeliningTests(Base):
         self.assertEqual(replies[2][2], "Relaying denied (#5.7.1)")
         self.assertEqual(self.codes(d.message("Subject: x\n\nhello\n")), [250])
 
+    def test_a_client_that_shuts_its_sending_side_still_gets_every_reply(self) -> None:
+        # Exim pipelines QUIT after the last BDAT chunk and may shut down its side: answer, then close
+        d = self.dialogue()
+        d.send("EHLO client.test")
+        self.relay.delay = 1
+        self.assertEqual(d.send("MAIL FROM:<a@sender.test>", "RCPT TO:<b@example.com>", "QUIT"), [])
+        d.protocol.readConnectionLost()
+        self.assertFalse(d.closed)
+        self.clock.pump([1, 1])  # the MAIL and the RCPT hook each take a second
+        self.assertEqual(self.codes(d.replies()), [250, 250, 221])
+        self.assertTrue(d.closed)
+
     def test_rfc2920_batch_with_asynchronous_hooks_answered_in_order(self) -> None:
         d = self.dialogue()
         d.send("EHLO client.test")
@@ -115,10 +127,12 @@ class PipeliningTests(Base):
         replies = d.send("MAIL FROM:<a@sender.test>", "RCPT TO:<b@example.com>",
                          "RCPT TO:<x@elsewhere.test>", "DATA")
         self.assertEqual(replies, [])
-        self.assertEqual(d.transport.producerState, "paused")
+        # the rest of the batch waits in the buffer; the socket is read on until a line's worth waits
+        self.assertEqual(d.transport.producerState, "producing")
         self.assertEqual(self.relay.seen, ["mail <a@sender.test>"])
         self.clock.advance(1)
         self.assertEqual(self.codes(d.replies()), [250])
+        d.send_raw(b"NOOP\r\n" * 100)
         self.assertEqual(d.transport.producerState, "paused")
         self.clock.advance(1)
         self.assertEqual(self.codes(d.replies()), [250])
@@ -516,8 +530,7 @@ class AsyncDataTests(Base):
         self.open_data(d)
         replies = d.send_raw(b"Subject: x\r\n\r\nbody\r\n.\r\nMAIL FROM:<c@sender.test>\r\n"
                              b"RCPT TO:<d@example.com>\r\nQUIT\r\n")
-        self.assertEqual(replies, [])
-        self.assertEqual(d.transport.producerState, "paused")
+        self.assertEqual(replies, [])  # they wait in the buffer for the message's reply
         self.clock.advance(1)
         self.assertEqual(d.replies(), [])
         self.clock.advance(1)

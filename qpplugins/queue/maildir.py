@@ -29,7 +29,7 @@ from pathlib import Path
 from twisted.internet.defer import Deferred
 
 from qptwisted import Address, Plugin, Transaction, arg
-from qptwisted.lib.maildir import deliver_to_maildirs
+from qptwisted.lib.maildir import SYNC_MODES, deliver_to_maildirs
 
 
 class Maildir(Plugin):
@@ -40,6 +40,9 @@ class Maildir(Plugin):
     pattern: str = arg.str("", "sub-directory per recipient: %d domain, %l local part, %u address",
                            positional=True)
     mode: int = arg.octal(0o600, "file mode of delivered messages", positional=True)
+    sync: str = arg.choice(SYNC_MODES, SYNC_MODES[0], "how a delivery is made durable before the 250: syncfs "
+                           "(one filesystem sync per batch of deliveries) or fsync (each file, one "
+                           "directory sync per batch)")
 
     def configure(self, words: Sequence[str] | None = None) -> None:
         """Read ``DIR MODE`` (a number where the pattern would be) as qpsmtpd did."""
@@ -59,4 +62,4 @@ class Maildir(Plugin):
         return os.path.join(self.directory, sub)
 
     def hook_queue(self, transaction: Transaction) -> Deferred[object]:
-        return deliver_to_maildirs(self, transaction, self.directory_for, self.mode)
+        return deliver_to_maildirs(self, transaction, self.directory_for, self.mode, self.sync)

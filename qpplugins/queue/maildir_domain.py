@@ -34,7 +34,7 @@ from twisted.internet.defer import Deferred
 
 from qpplugins.queue._sqldb import Database
 from qptwisted import DECLINED, DENY, DENYSOFT, LOGERROR, OK, Address, ArgumentError, Plugin, Transaction, arg
-from qptwisted.lib.maildir import deliver_to_maildirs
+from qptwisted.lib.maildir import SYNC_MODES, deliver_to_maildirs
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS domain (
@@ -61,6 +61,9 @@ class MaildirDomain(Plugin):
     dsn: str = arg.str("sqlite:users.sqlite", "the user database: sqlite:PATH (relative: in the config "
                        "directory) or postgresql://...", positional=True)
     mode: int = arg.octal(0o600, "the file mode of delivered messages")
+    sync: str = arg.choice(SYNC_MODES, SYNC_MODES[0], "how a delivery is made durable before the 250: syncfs "
+                           "(one filesystem sync per batch of deliveries) or fsync (each file, one "
+                           "directory sync per batch)")
 
     def register(self, *args: str) -> None:
         """Open the database pool."""
@@ -104,4 +107,4 @@ class MaildirDomain(Plugin):
     def hook_queue(self, transaction: Transaction) -> Deferred[Any] | Any:
         if not transaction.recipients:
             return DECLINED
-        return deliver_to_maildirs(self, transaction, self.directory_for, self.mode)
+        return deliver_to_maildirs(self, transaction, self.directory_for, self.mode, self.sync)

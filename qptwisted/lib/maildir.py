@@ -2,10 +2,13 @@
 
 :func:`deliver_to_maildirs` answers a ``queue`` hook: each recipient's
 Maildir gets one copy (``Return-Path`` and one ``Delivered-To`` per
-recipient on top), written to ``tmp/``, fsynced, linked into ``new/`` and the
-directories fsynced, all on the engine's thread pool, before ``250 Queued!``
-is sent. Deliveries that arrive while a directory fsync runs share the next
-one (:class:`GroupCommit`): one directory fsync per batch, not per message.
+recipient on top), written to ``tmp/``, linked into ``new/`` and made
+durable, all on the engine's thread pool, before ``250 Queued!`` is sent.
+Durable means, by ``sync``: ``syncfs`` (the default on Linux) — one
+``syncfs`` of the filesystem covers the files and links of every delivery
+that arrived while the previous one ran (group commit); ``fsync`` — each
+file fsynced, one directory fsync per batch (:class:`GroupCommit`). Both
+keep the rule "250 only once message and directory entry are durable".
 The message is read from the transaction's spool in 64 KiB chunks inside the
 delivery thread, so its size never shows in the server's memory.
 If any step fails, nothing is left in ``new/`` and the client gets 452.
@@ -20,6 +23,8 @@ them reads the fields above the first ``Received``.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import itertools
 import os
 import socket
@@ -27,9 +32,9 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.python.failure import Failure
 
 from qptwisted.core.codes import DENYSOFT, LOGERROR, OK
@@ -43,11 +48,13 @@ if TYPE_CHECKING:
 _counter = itertools.count()
 
 
+_host = socket.gethostname().replace("/", "_").replace(":", "_")
+
+
 def maildir_name() -> str:
     """A unique Maildir file name (time, microseconds, pid, counter, host)."""
     now = time.time()
-    return (f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_counter)}."
-            f"{socket.gethostname().replace('/', '_').replace(':', '_')}")
+    return f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_counter)}.{_host}"
 
 
 def fsync_dir(path: str) -> None:
@@ -60,48 +67,79 @@ def fsync_dir(path: str) -> None:
 
 
 class GroupCommit:
-    """Directory fsyncs shared by the deliveries that need them at the same time (group commit).
+    """Syncs shared by the deliveries that need them at the same time (group commit).
 
-    A delivery links its file into ``new/`` and must not be answered before
-    that directory entry is durable. Deliveries that link while another
-    thread's fsync of the same directory runs wait for it and share the
-    next one: one directory fsync per batch instead of one per message,
-    with the same guarantee (each waits for an fsync that began after its
-    own link). Thread-safe; used from the engine's thread pool.
+    A delivery must not be answered before its file and directory entry are
+    durable. Deliveries that arrive while another thread's sync of the same
+    place (a directory, or a whole filesystem) runs wait for it and share
+    the next one: one sync per batch instead of one per message, with the
+    same guarantee (each waits for a sync that began after its own link).
+    Thread-safe; used from the engine's thread pool.
     """
 
     def __init__(self, sync: Callable[[str], None] = fsync_dir) -> None:
         self._sync = sync
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
-        self._linked: dict[str, int] = {}  # links made into each directory so far
-        self._synced: dict[str, int] = {}  # links covered by a finished fsync
-        self._running: set[str] = set()
+        self._linked: dict[object, int] = {}  # links made so far, per place
+        self._synced: dict[object, int] = {}  # links covered by a finished sync
+        self._running: set[object] = set()
         self.syncs = 0
 
-    def durable(self, directory: str) -> None:
-        """Return once a link made into ``directory`` before this call is durable."""
+    def durable(self, key: object, path: str | None = None) -> None:
+        """Return once what was written under ``key`` (``path`` to sync, default ``key``) is durable."""
         with self._lock:
-            mine = self._linked[directory] = self._linked.get(directory, 0) + 1
-            while self._synced.get(directory, 0) < mine:
-                if directory in self._running:
+            mine = self._linked[key] = self._linked.get(key, 0) + 1
+            while self._synced.get(key, 0) < mine:
+                if key in self._running:
                     self._done.wait()
                     continue
-                self._running.add(directory)
-                covers = self._linked[directory]
+                self._running.add(key)
+                covers = self._linked[key]
                 self._lock.release()
                 try:
-                    self._sync(directory)
+                    self._sync(path if path is not None else str(key))
                     self.syncs += 1
                 finally:
                     self._lock.acquire()
-                    self._running.discard(directory)
+                    self._running.discard(key)
                     self._done.notify_all()
-                self._synced[directory] = max(self._synced.get(directory, 0), covers)
+                self._synced[key] = max(self._synced.get(key, 0), covers)
 
 
-#: the group commit of this process (every Maildir delivery goes through it)
+def _libc_syncfs() -> Callable[[int], int] | None:
+    try:
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (AttributeError, OSError):  # not Linux
+        return None
+    function.argtypes = [ctypes.c_int]
+    return function  # type: ignore[no-any-return]
+
+
+_SYNCFS = _libc_syncfs()
+
+
+def syncfs(path: str) -> None:
+    """Make everything written on the filesystem of ``path`` durable (Linux ``syncfs``)."""
+    if _SYNCFS is None:
+        raise OSError(errno.ENOSYS, "syncfs is not available here")
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _SYNCFS(fd) != 0:
+            number = ctypes.get_errno()
+            raise OSError(number, os.strerror(number))
+    finally:
+        os.close(fd)
+
+
+#: how deliveries are made durable: ``syncfs`` (files written, linked, one filesystem sync per batch;
+#: the default where Linux offers it) or ``fsync`` (each file fsynced, one directory fsync per batch)
+SYNC_MODES = ("syncfs", "fsync") if _SYNCFS is not None else ("fsync",)
+
+
+#: the group commits of this process (every Maildir delivery goes through one)
 GROUP_COMMIT = GroupCommit()
+FILESYSTEM_COMMIT = GroupCommit(syncfs)
 _made: set[str] = set()
 
 
@@ -123,14 +161,16 @@ def dsn_fields(dsn: MessageDSN | None, recipients: Iterable[Address]) -> list[by
 
 def deliver(directories: dict[str, list[Address]], sender: Address,
             message: Callable[[], Iterable[bytes]], mode: int = 0o600,
-            dsn: MessageDSN | None = None) -> list[str]:
+            dsn: MessageDSN | None = None, sync: str | None = SYNC_MODES[0]) -> list[str]:
     """Write one message into each Maildir; all or nothing. Blocking: run it in a thread.
 
     ``message`` gives a fresh iteration over the stored message each time it
     is called (one per Maildir). ``dsn`` is the transaction's DSN request
-    (with the recipients' own, written as :func:`dsn_fields`). Returns the
-    paths in ``new/``.
+    (with the recipients' own, written as :func:`dsn_fields`); ``sync`` is
+    one of :data:`SYNC_MODES`, or None when the caller makes the delivery
+    durable itself (:class:`BatchSync`). Returns the paths in ``new/``.
     """
+    per_file = sync == "fsync"
     staged: list[tuple[str, str]] = []
     done: list[str] = []
     try:
@@ -151,13 +191,19 @@ def deliver(directories: dict[str, list[Address]], sender: Address,
                 handle.writelines(head)
                 for chunk in message():
                     handle.write(chunk)
-                handle.flush()
-                os.fsync(handle.fileno())
+                if per_file:
+                    handle.flush()
+                    os.fsync(handle.fileno())
         for tmp, new in staged:
             os.link(tmp, new)
             done.append(new)
-        for directory in dict.fromkeys(os.path.dirname(new) for new in done):
-            GROUP_COMMIT.durable(directory)
+        directories_done = dict.fromkeys(os.path.dirname(new) for new in done)
+        if per_file:
+            for directory in directories_done:
+                GROUP_COMMIT.durable(directory)
+        elif sync is not None:  # one sync per filesystem covers the files and links of every earlier delivery
+            for device, directory in filesystems(directories_done).items():
+                FILESYSTEM_COMMIT.durable(device, directory)
         return done
     except BaseException:
         for path in done:
@@ -168,6 +214,68 @@ def deliver(directories: dict[str, list[Address]], sender: Address,
             _unlink(tmp)
 
 
+_devices: dict[str, int] = {}
+
+
+def filesystems(directories: Iterable[str]) -> dict[int, str]:
+    """One directory per filesystem (by device) among ``directories``."""
+    found: dict[int, str] = {}
+    for directory in directories:
+        device = _devices.get(directory)
+        if device is None:
+            device = _devices[directory] = os.stat(directory).st_dev
+        found.setdefault(device, directory)
+    return found
+
+
+class BatchSync:
+    """One ``syncfs`` on the thread pool for every delivery written meanwhile on the reactor thread.
+
+    Small messages (in memory) are written and linked on the reactor thread:
+    a few page-cache writes, faster than handing each to a thread. What
+    makes them durable, a filesystem sync, runs on the thread pool; the
+    deliveries written while it runs wait for the next one, so a busy
+    server syncs once per batch, with one thread hand-off per batch.
+    Single-threaded: used from the reactor only.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[int, list[Deferred[None]]] = {}
+        self._running: set[int] = set()
+        self.syncs = 0
+
+    def durable(self, run: Callable[..., Deferred[Any]], device: int, directory: str) -> Deferred[None]:
+        """A Deferred that fires once a sync of ``device`` that began after this call has finished."""
+        waiting: Deferred[None] = Deferred()
+        self._waiting.setdefault(device, []).append(waiting)
+        if device not in self._running:
+            self._start(run, device, directory)
+        return waiting
+
+    def _start(self, run: Callable[..., Deferred[Any]], device: int, directory: str) -> None:
+        batch = self._waiting.pop(device)
+        self._running.add(device)
+        self.syncs += 1
+
+        def finished(result: object) -> None:
+            self._running.discard(device)
+            for waiting in batch:
+                if isinstance(result, Failure):
+                    waiting.errback(result)
+                else:
+                    waiting.callback(None)
+            if self._waiting.get(device):
+                self._start(run, device, directory)
+
+        run(syncfs, directory).addBoth(finished)
+
+
+#: the batch sync of this process's reactor
+BATCH_SYNC = BatchSync()
+#: messages up to this size are written on the reactor thread when their body is in memory
+REACTOR_WRITE_LIMIT = 256 * 1024
+
+
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
@@ -176,7 +284,7 @@ def _unlink(path: str) -> None:
 
 
 def deliver_to_maildirs(plugin: Plugin, transaction: Transaction, directory_for: Callable[[Address], str],
-                        mode: int = 0o600) -> Deferred[object]:
+                        mode: int = 0o600, sync: str = SYNC_MODES[0]) -> Deferred[object]:
     """Deliver ``transaction`` into the Maildir of each recipient on the engine's thread pool.
 
     Answers ``(OK, "Queued! <Message-Id>")`` once every copy is durable, else
@@ -199,6 +307,24 @@ def deliver_to_maildirs(plugin: Plugin, transaction: Transaction, directory_for:
         plugin.log(LOGERROR, f"delivery failed: {reason}")
         return DENYSOFT, "Queue error, try again later (#4.3.0)"
 
-    deferred = plugin.defer_to_thread(deliver, dict(directories), sender, transaction.iter_message, mode,
-                                      transaction.dsn)
-    return deferred.addCallbacks(delivered, failed)
+    body = transaction.body
+    small = (sync == "syncfs" and (body is None or body.filename is None)
+             and transaction.body_length < REACTOR_WRITE_LIMIT)
+    if not small:
+        deferred = plugin.defer_to_thread(deliver, dict(directories), sender, transaction.iter_message,
+                                          mode, transaction.dsn, sync)
+        return deferred.addCallbacks(delivered, failed)
+    try:  # page-cache writes of a small message: on the reactor, made durable by one batch sync
+        paths = deliver(dict(directories), sender, transaction.iter_message, mode, transaction.dsn, None)
+    except Exception:
+        return succeed(failed(Failure()))
+
+    def undo(failure: Failure) -> Failure:
+        for path in paths:  # all or nothing: what is not durable is not delivered
+            _unlink(path)
+        return failure
+
+    syncs = [BATCH_SYNC.durable(plugin.defer_to_thread, device, directory)
+             for device, directory in filesystems(os.path.dirname(path) for path in paths).items()]
+    done = syncs[0] if len(syncs) == 1 else gatherResults(syncs, consumeErrors=True)
+    return done.addCallback(lambda _: paths).addErrback(undo).addCallbacks(delivered, failed)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from qptwisted.mail.dsn import RecipientDSN
@@ -105,9 +106,7 @@ class Address:
         """``user@host`` with the local part quoted where RFC 5321 needs it."""
         if self.is_null:
             return ""
-        user = self.user
-        if not _DOT_ATOM.match(user):
-            user = '"' + user.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        user = _quoted(self.user)
         return f"{user}@{self.host}" if self.host else user
 
     def format(self) -> str:
@@ -124,6 +123,15 @@ class Address:
 
 
 NULL_SENDER = Address("", "")
+
+
+@lru_cache(maxsize=4096)
+def _quoted(user: str) -> str:
+    """The local part as SMTP writes it: quoted where it is no dot-atom (remembered: it is asked often)."""
+    if _DOT_ATOM.match(user):
+        return user
+    return '"' + user.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
 
 
 def _check_literal(literal: str) -> None:
@@ -149,6 +157,9 @@ def split_path(text: str) -> tuple[str, str]:
     if not text.startswith("<"):
         path, _, rest = text.partition(" ")
         return path, rest
+    end = text.find(">")
+    if end > 0 and '"' not in text[:end] and "\\" not in text[:end]:
+        return text[: end + 1], text[end + 1 :]  # the usual path: nothing quoted, no character walk
     quoted = False
     escaped = False
     for index, char in enumerate(text):

@@ -247,12 +247,14 @@ def authentication_results(authserv_id: str, connection: Connection, results: li
 
 def neutralize_forged_results(authserv_id: str, headers: Headers, raw: bytes) -> None:
     """Rename incoming Authentication-Results that claim to be ours (RFC 8601 §5)."""
-    if b"authentication-results" not in raw.lower():
+    if _AUTH_RESULTS.search(raw) is None:  # most messages carry none: no copy, no decoding
         return
     wanted = authserv_id.lower()
     headers.rename("Authentication-Results", "X-Original-Authentication-Results",
                    lambda value: re.split(r"[\s;]", value.strip(), maxsplit=1)[0].lower() == wanted)
 
+
+_AUTH_RESULTS = re.compile(rb"^authentication-results[ \t]*:", re.IGNORECASE | re.MULTILINE)
 
 # Complete header lines: "name:" fields and continuation lines (LF endings).
 _HEADER_LINES = re.compile(rb"(?:[!-9;-~]+:[^\n]*\n|[ \t][^\n]*\n)*")

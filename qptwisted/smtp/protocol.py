@@ -28,6 +28,7 @@ from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IDelayedCall,
+    IHalfCloseableProtocol,
     IHandshakeListener,
     IOpenSSLServerConnectionCreator,
     IPushProducer,
@@ -62,7 +63,7 @@ class ListenerContext:
         raise NotImplementedError
 
 
-@implementer(IHandshakeListener, IPushProducer)
+@implementer(IHandshakeListener, IPushProducer, IHalfCloseableProtocol)
 class SMTPProtocol(Protocol):
     """One SMTP connection on the wire; the conversation itself is a :class:`Session`."""
 
@@ -76,6 +77,7 @@ class SMTPProtocol(Protocol):
         self._processing = False
         self._discarding = False
         self._blocked = False  # the client does not read its replies
+        self._eof = False  # the client has sent all it will send (it may still read)
         self._reading = True
         self._receiver: Receiver | None = None
         self._step: Deferred[Any] | None = None  # what the command in flight waits for
@@ -222,6 +224,16 @@ class SMTPProtocol(Protocol):
         elif not self._processing:
             self._process()
 
+    # -- IHalfCloseableProtocol: a client may pipeline QUIT and shut its sending side --
+    def readConnectionLost(self) -> None:
+        """The client sent everything (``shutdown(SHUT_WR)``): answer what it sent, then close."""
+        self._eof = True
+        if not self._busy and not self._processing:
+            self._process()
+
+    def writeConnectionLost(self) -> None:
+        """We will write no more: nothing to do, the connection is closing."""
+
     # -- IPushProducer: the transport tells us whether the client reads its replies --
     def pauseProducing(self) -> None:
         """The client's unread replies passed the transport's bound: stop answering and reading."""
@@ -240,20 +252,18 @@ class SMTPProtocol(Protocol):
         self._blocked = True
 
     def _update_reading(self) -> None:
-        """Read from the socket only while the input can be used.
+        """Read from the socket only while the input can be used, and never more than a line ahead.
 
-        Input waits while a command is in flight (except at a sync point,
-        where a little is read to notice early talkers) and while the client
-        does not read its replies; then at most a command line's worth is
-        buffered before the socket is paused. (Pausing the socket the moment
-        the transport pauses us would stall a TLS handshake, which pauses
-        its producer until it is done.)
+        While a command is in flight, or while the client does not read its
+        replies, input waits in the buffer; once more than a command line's
+        worth waits, the socket is paused. (Pausing at once would cost two
+        epoll calls per command that waits for a plugin, and would stall a
+        TLS handshake, which pauses its producer until it is done.)
         """
-        session = self.session
-        if session.closed:
+        if self.session.closed:
             return  # closing: the transport stops reading by itself
-        full = len(self._buffer) > self.engine.settings.max_command_length
-        wanted = not (self._busy and not session.sync_point) and not ((self._busy or self._blocked) and full)
+        wanted = not ((self._busy or self._blocked)
+                      and len(self._buffer) > self.engine.settings.max_command_length)
         if wanted != self._reading:
             self._reading = wanted
             if wanted:
@@ -296,7 +306,11 @@ class SMTPProtocol(Protocol):
             self._processing = False
             self.flush()
             self._batch = None
-            self._update_reading()
+            if self._eof and not self._busy and not session.closed:
+                # everything the client sent before closing its side has been answered
+                self.session.disconnect()
+            else:
+                self._update_reading()
 
     def _feed_message(self, receiver: Receiver) -> None:
         self._data_bytes += len(self._buffer)

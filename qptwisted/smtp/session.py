@@ -435,8 +435,7 @@ class Session:
             else:
                 self.respond(501, "could not parse your mail from command", "5.1.7")
             return None
-        kwargs = {key: value for key, value in params.items()}
-        return self._run("mail", lambda result: self._after_mail(sender, result), sender, **kwargs)
+        return self._run("mail", lambda result: self._after_mail(sender, result), sender, **params)
 
     def _after_mail(self, sender: Address, result: HookResult) -> Step:
         if self._deny(_MAIL, result, addr=str(sender)):

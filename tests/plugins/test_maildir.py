@@ -142,9 +142,10 @@ class MaildirAllOrNothingTests(MaildirBase):
         done = engine.plugins[-1].done  # type: ignore[attr-defined]
         smtp = SMTPDialogue(engine)
         self.addCleanup(smtp.close)
-        smtp.deliver("<a@example.org>", ["<b@example.com>", "<c@example.org>"], MESSAGE)
+        replies = smtp.deliver("<a@example.org>", ["<b@example.com>", "<c@example.org>"], MESSAGE)
         yield done
-        self.assertEqual(smtp.replies(), [(452, "4.3.0", "Queue error, try again later (#4.3.0)")])
+        replies += smtp.replies()  # a small message fails while it is written, a large one later
+        self.assertEqual(replies[-1], (452, "4.3.0", "Queue error, try again later (#4.3.0)"))
         self.assertEqual(len(calls), 2)  # the first copy was in new/ and was taken back
         self.assertNothingDelivered()
 
@@ -192,7 +193,8 @@ class MaildirDurabilityTests(unittest.TestCase):
         self.patch(os, "unlink", unlink)
         chunks = [b"Subject: x\n\n", b"Body line.\n"]
         [path] = maildir_module.deliver({str(base): [Address.parse("<b@example.com>")]},
-                                        Address.parse("<a@example.org>"), lambda: chunks, 0o600)
+                                        Address.parse("<a@example.org>"), lambda: chunks, 0o600,
+                                        sync="fsync")
         self.assertEqual(events, [("fsync", "file"), ("link", "tmp->new"), ("fsync", "new"),
                                   ("unlink", "tmp")])
         self.assertEqual(Path(path).parent, base / "new")
@@ -200,6 +202,22 @@ class MaildirDurabilityTests(unittest.TestCase):
                          b"Return-Path: <a@example.org>\nDelivered-To: b@example.com\n"
                          b"Subject: x\n\nBody line.\n")
         self.assertEqual(files(base / "tmp"), [])
+
+    def test_syncfs_mode_syncs_the_filesystem_after_the_link(self) -> None:
+        if "syncfs" not in maildir_module.SYNC_MODES:
+            raise unittest.SkipTest("syncfs is Linux's")
+        base = Path(self.mktemp()).resolve()
+        events: list[str] = []
+        real_link = os.link
+        self.patch(os, "fsync", lambda fd: events.append("fsync"))
+        self.patch(os, "link", lambda source, target: (events.append("link"), real_link(source, target)))
+        commit = maildir_module.GroupCommit(lambda path: events.append(f"syncfs {Path(path).name}"))
+        self.patch(maildir_module, "FILESYSTEM_COMMIT", commit)
+        [path] = maildir_module.deliver({str(base): [Address.parse("<b@example.com>")]},
+                                        Address.parse("<a@example.org>"), lambda: [b"Subject: x\n\nhi\n"],
+                                        sync="syncfs")
+        self.assertEqual(events, ["link", "syncfs new"])  # no fsync per file: one filesystem sync after
+        self.assertTrue(Path(path).is_file())
 
     def test_unique_names(self) -> None:
         names = {maildir_module.maildir_name() for _ in range(1000)}
