@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qptwisted.interfaces import IConnectionControl
+from qptwisted.mail.ondemand import OnDemand
 
 _ids = itertools.count(1)
 
@@ -57,10 +58,15 @@ class Connection:
     auth_user: str | None = None
     auth_mechanism: str | None = None
     early_talker: bool = False
-    notes: dict[str, Any] = field(default_factory=dict)
-    auth_results: list[str] = field(default_factory=list)
     id: int = field(default_factory=lambda: next(_ids))
     control: IConnectionControl | None = field(default=None, repr=False)
+    _notes: dict[str, Any] | None = field(default=None, repr=False)
+    _auth_results: list[str] | None = field(default=None, repr=False)
+
+    #: what plugins note for the rest of the connection (a dict, made when first used)
+    notes = OnDemand["dict[str, Any]"](dict)
+    #: RFC 8601 results for every message's Authentication-Results (a list, made when first used)
+    auth_results = OnDemand["list[str]"](list)
 
     @property
     def remote_info(self) -> str:

@@ -56,7 +56,7 @@ class Headers:
         if raw and not raw.endswith(b"\n"):
             raw += b"\n"
         self._raw = raw
-        self._prepended: list[bytes] = []
+        self._prepended: tuple[bytes, ...] = ()  # the empty tuple is shared: most headers get no field
         self._fields: list[bytes] | None = None
 
     # -- bytes ----------------------------------------------------------------
@@ -71,8 +71,8 @@ class Headers:
 
     def _split(self) -> list[bytes]:
         if self._fields is None:
-            self._fields = self._prepended + _FIELD.findall(self._raw)
-            self._prepended = []
+            self._fields = [*self._prepended, *_FIELD.findall(self._raw)]
+            self._prepended = ()
             self._raw = b""
         return self._fields
 
@@ -160,7 +160,7 @@ class Headers:
         """Put a field above all others (Received, Authentication-Results)."""
         field = self._field(name, value)
         if self._fields is None:
-            self._prepended.insert(0, field)
+            self._prepended = (field, *self._prepended)
         else:
             self._fields.insert(0, field)
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from qptwisted.mail.headers import Headers
+from qptwisted.mail.ondemand import OnDemand
 from qptwisted.mail.spool import MessageSpool
 
 if TYPE_CHECKING:
@@ -37,21 +38,26 @@ class Transaction:
     arrived, with CRLF line endings; only its header block has LF endings.
     """
 
-    __slots__ = ("connection", "sender", "recipients", "notes", "auth_results", "id",
-                 "_raw_header", "header", "body", "data_size", "_spool_args",
+    __slots__ = ("connection", "sender", "recipients", "_notes", "_auth_results", "id",
+                 "_raw_header", "header", "body", "data_size", "_spool_dir", "_size_threshold",
                  "dsn", "requiretls", "body_type", "policy_group")
+
+    #: what plugins note for the rest of the transaction (a dict, made when first used)
+    notes: OnDemand[dict[str, Any]] = OnDemand(dict)
+    #: RFC 8601 results for the Authentication-Results header (a list, made when first used)
+    auth_results: OnDemand[list[str]] = OnDemand(list)
 
     def __init__(self, connection: Connection, spool_dir: str = "spool/tmp",
                  size_threshold: int = 1 << 20) -> None:
         self.connection = connection
         self.sender: Address | None = None
         self.recipients: list[Address] = []
-        self.notes: dict[str, Any] = {}
-        self.auth_results: list[str] = []
+        self._notes: dict[str, Any] | None = None
+        self._auth_results: list[str] | None = None
         self.id = next(_ids)
         self._raw_header = b""
         self.header = Headers()
-        self._spool_args = (spool_dir, size_threshold)
+        self._spool_dir, self._size_threshold = spool_dir, size_threshold
         self.body: MessageSpool | None = None
         self.data_size = 0
         self.dsn: MessageDSN | None = None
@@ -102,7 +108,7 @@ class Transaction:
     def body_write(self, data: bytes) -> None:
         """Append body bytes (LF line endings)."""
         if self.body is None:
-            self.body = MessageSpool(*self._spool_args)
+            self.body = MessageSpool(self._spool_dir, self._size_threshold)
         self.body.write(data)
 
     @property
@@ -121,7 +127,7 @@ class Transaction:
     def body_filename(self) -> str:
         """The body as a file on disk (spools it if it was in memory)."""
         if self.body is None:
-            self.body = MessageSpool(*self._spool_args)
+            self.body = MessageSpool(self._spool_dir, self._size_threshold)
         return self.body.to_file()
 
     def iter_message(self, chunk_size: int = 1 << 16) -> Iterator[bytes]:

@@ -61,8 +61,14 @@ def ehlo_keywords(settings: Settings, connection: Connection) -> list[str]:
     return keywords
 
 
+#: no MAIL/RCPT parameter offered by a plugin (one shared object)
+NO_PARAMETERS: frozenset[str] = frozenset()
+
+
 def extension_names(lines: Collection[str]) -> frozenset[str]:
     """The keywords (lower-cased) of EHLO lines such as ``XFOO arg``: the parameter names plugins offer."""
+    if not lines:
+        return NO_PARAMETERS  # shared: most sessions offer no plugin parameter, and a frozenset is 216 bytes
     return frozenset(line.split()[0].lower() for line in lines if line.split())
 
 

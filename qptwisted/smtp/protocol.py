@@ -39,6 +39,7 @@ from zope.interface import implementer
 
 from qptwisted.core.codes import LOGINFO
 from qptwisted.mail.connection import Connection, TLSInfo
+from qptwisted.smtp.deadlines import Deadlines, Entry
 from qptwisted.smtp.receiver import Receiver
 from qptwisted.smtp.session import Session
 
@@ -62,6 +63,15 @@ class ListenerContext:
         """Forget a connection that ended."""
         raise NotImplementedError
 
+    _deadlines: Deadlines | None = None
+
+    @property
+    def deadlines(self) -> Deadlines:
+        """The one timer the listener's connections share for their deadlines."""
+        if self._deadlines is None:
+            self._deadlines = Deadlines(self.engine.clock)
+        return self._deadlines
+
 
 @implementer(IHandshakeListener, IPushProducer, IHalfCloseableProtocol)
 class SMTPProtocol(Protocol):
@@ -84,7 +94,7 @@ class SMTPProtocol(Protocol):
         self._direct: socket.socket | None = None  # a plain TCP socket replies may be sent on at once
         self._batch: list[bytes] | None = None  # replies collected while a packet is processed
         self._batched = 0
-        self._timer: IDelayedCall | None = None
+        self._deadline_entry: Entry | None = None  # in the listener's shared Deadlines
         self._started = 0.0  # connection made
         self._turn = 0.0  # the client's turn began: our last answer, or the start of the message
         self._last_byte = 0.0
@@ -116,9 +126,9 @@ class SMTPProtocol(Protocol):
         if reason is not None and self.session.connection.tls is None and _is_tls_error(reason):
             self.engine.log(LOGINFO, f"TLS handshake with {self.session.connection.remote_ip} failed: "
                             f"{reason.getErrorMessage()}", transaction=self.session.transaction)
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        if self._deadline_entry is not None:
+            self.factory.deadlines.cancel(self._deadline_entry)
+            self._deadline_entry = None
         self.factory.closed(self._counted_ip)
         self._receiver = None
         step, self._step = self._step, None
@@ -136,8 +146,8 @@ class SMTPProtocol(Protocol):
 
     @property
     def deadline_timer(self) -> IDelayedCall | None:
-        """The connection's own deadline check (the test kit leaves it alone when it moves a clock)."""
-        return self._timer
+        """The listener's deadline check (the test kit leaves it alone when it moves a clock)."""
+        return self.factory.deadlines.timer
 
     def is_idle(self) -> bool:
         """True between transactions: no command in flight, no message arriving, no MAIL given."""
@@ -369,11 +379,11 @@ class SMTPProtocol(Protocol):
         return deadline, why
 
     def _schedule(self) -> None:
-        clock = self.engine.clock
-        self._timer = clock.callLater(max(0.0, self._deadline()[0] - clock.seconds()), self._check_deadline)
+        self._deadline_entry = self.factory.deadlines.add(self._deadline()[0], self)
 
-    def _check_deadline(self) -> None:
-        self._timer = None
+    def deadline_passed(self) -> None:
+        """The shared deadline timer's call: cut the connection if its time is really up."""
+        self._deadline_entry = None
         deadline, why = self._deadline()
         if not why or self.engine.clock.seconds() < deadline:
             self._schedule()

@@ -43,6 +43,7 @@ from qptwisted.mail.transaction import Transaction
 from qptwisted.smtp import sasl
 from qptwisted.smtp.chunking import Chunking
 from qptwisted.smtp.extensions import (
+    NO_PARAMETERS,
     ParameterError,
     ehlo_keywords,
     extension_names,
@@ -55,6 +56,9 @@ if TYPE_CHECKING:
     from qptwisted.core.engine import Engine
 
 Step = Deferred[Any] | None
+#: the verbs with a method of the same name on :class:`Session`
+COMMANDS = frozenset(("helo", "ehlo", "mail", "rcpt", "data", "rset", "noop", "vrfy",
+                      "help", "quit", "auth", "bdat"))
 _VERB = re.compile(r"[A-Za-z0-9_-]{1,12}\Z")
 _HELP = ("This is qptwisted {version}\nSee the README of qptwisted for help.\n"
          "To report bugs or send comments, mail to <postmaster@{me}>.")
@@ -115,15 +119,10 @@ class Session:
         self.receiver: MessageReceiver | None = None
         self.chunking = Chunking(self)
         #: the MAIL/RCPT parameters plugins offered with their EHLO keywords
-        self.plugin_parameters: frozenset[str] = frozenset()
+        self.plugin_parameters = NO_PARAMETERS
         #: transactions this connection started (LIMITS MAILMAX)
         self.mails = 0
         self._line_handler: Callable[[str], Step] | None = None
-        self.commands: dict[str, Callable[[str], Step]] = {
-            "helo": self.helo, "ehlo": self.ehlo, "mail": self.mail, "rcpt": self.rcpt,
-            "data": self.data, "rset": self.rset, "noop": self.noop, "vrfy": self.vrfy,
-            "help": self.help, "quit": self.quit, "auth": self.auth, "bdat": self.bdat,
-        }
 
     # -- plumbing -------------------------------------------------------------
     def respond(self, code: int, message: str, enhanced: str | None = "") -> None:
@@ -269,11 +268,12 @@ class Session:
                 self.fault("continuation", Failure())
                 return None
         verb, _, rest = line.partition(" ")
-        handler = self.commands.get(verb.lower())
+        name = verb.lower()
         try:
-            if handler is None:
+            if name not in COMMANDS:
                 return self.unrecognized(verb, rest.strip())
-            step = handler(rest.strip())
+            # looked up by name, not held per session: an idle connection costs less
+            step = getattr(self, name)(rest.strip())
         except _Answered:
             return None
         except Exception:
@@ -371,7 +371,8 @@ class Session:
             self.respond(250, result.message or f"{hi}; I am so happy to meet you.", None)
             return None
         lines = [hi, *ehlo_keywords(self.settings, connection)]
-        offered = list(self.transaction.notes.get("capabilities", ()))
+        notes = Transaction.notes.peek(self.transaction)  # most sessions have none: make no dict
+        offered = list(notes.get("capabilities", ())) if notes else []
         self.plugin_parameters = extension_names(offered)
         lines += offered
         lines += sasl.capabilities(self)

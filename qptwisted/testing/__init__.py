@@ -128,7 +128,11 @@ def make_engine(plugins: Iterable[PluginSpec] = (), config: Mapping[str, str | I
 def make_connection(remote_ip: str = "192.0.2.1", **fields: Any) -> Connection:
     """A :class:`Connection` as a plugin sees it (no socket behind it)."""
     fields.setdefault("remote_port", 40000)
-    return Connection(remote_ip, **fields)
+    notes, auth_results = fields.pop("notes", None), fields.pop("auth_results", None)
+    connection = Connection(remote_ip, **fields)
+    connection.notes.update(notes or {})
+    connection.auth_results.extend(auth_results or ())
+    return connection
 
 
 def make_transaction(engine: Engine, connection: Connection | None = None, sender: str | None = None,
