@@ -43,6 +43,10 @@ Config files:
 - ``tls_request_client_cert``: 1 asks clients for a certificate (any is
   accepted, none is fine); it shows up in ``connection.tls.peer_certificate``.
 - ``tls_before_auth``: 1 (default) keeps AUTH off plaintext connections.
+- ``tls_session_tickets``: 1 (default) lets returning clients resume their
+  TLS session with a ticket (a shorter handshake, no new key exchange); 0
+  makes every connection do a full handshake. The ticket key lives in the
+  process and is replaced whenever the certificates are (re)loaded.
 - ``tls_reload_interval``: seconds between looks at the certificate files
   (default 10; 0 turns the watching off).
 
@@ -102,6 +106,7 @@ class TLS(Plugin):
         self.ciphers = self.config("tls_ciphers")
         try:
             self.client_cert = parse_bool(self.config("tls_request_client_cert", "0") or "0")
+            self.tickets = parse_bool(self.config("tls_session_tickets", "1") or "1")
             interval = float(self.config("tls_reload_interval", "10") or "10")
         except ValueError as err:
             raise ConfigError(f"tls: {err}") from None
@@ -137,12 +142,12 @@ class TLS(Plugin):
         if self.certdir is not None:
             bundles = load_directory(self.certdir)
             options = server_options(bundles[0], self.minimum, self.ciphers, sni=bundles,
-                                     request_client_cert=self.client_cert)
+                                     request_client_cert=self.client_cert, session_tickets=self.tickets)
         else:
             cert, key, *ca = self.files
             bundles = [load_bundle_files(cert, key, ca[0] if ca else None)]
             options = server_options(bundles[0], self.minimum, self.ciphers,
-                                     request_client_cert=self.client_cert)
+                                     request_client_cert=self.client_cert, session_tickets=self.tickets)
         options.getContext()  # fail now, not at the first STARTTLS
         return options, bundles
 

@@ -23,8 +23,8 @@ class BenchSmokeTests(TestCase):
         out = os.path.abspath(self.mktemp())
         servers = "qptwisted,smtp_sink" if shutil.which("smtp-sink") else "qptwisted"
         done = subprocess.run(
-            [sys.executable, BENCH, "--quick", "--servers", servers, "--workloads", "k1_s10,idle1000",
-             "--results-dir", out, "--no-update"],
+            [sys.executable, BENCH, "--quick", "--servers", servers,
+             "--workloads", "k1_s10,idle1000,tls_resume", "--results-dir", out, "--no-update"],
             capture_output=True, text=True, timeout=300)
         self.assertEqual(done.returncode, 0, done.stderr[-2000:])
         self.assertIn("| workload | server | median |", done.stdout)
@@ -36,6 +36,9 @@ class BenchSmokeTests(TestCase):
         self.assertEqual(data["results"]["idle1000"]["qptwisted"]["status"], "ok")
         # a number, not a claim: 50 sessions are too few for the PSS growth to be more than noise
         self.assertIsInstance(data["results"]["idle1000"]["qptwisted"]["rate"], float)
+        resumed = data["results"]["tls_resume"]["qptwisted"]
+        self.assertEqual(resumed["status"], "ok")
+        self.assertGreater(resumed["resumed"], 0.9)  # each client thread offered its previous session back
         if servers != "qptwisted":
             self.assertEqual(data["results"]["k1_s10"]["smtp_sink"]["status"], "ok")
         self.assertTrue(os.path.exists(os.path.join(out, "latest.md")))

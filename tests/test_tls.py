@@ -263,6 +263,38 @@ class STARTTLSTests(TLSTestCase):
         self.assertNotEqual(result, "handshake succeeded")
         yield self.factory.idle()
 
+    def resumed(self, port: int) -> list[bool]:
+        """Two STARTTLS connections, the second offering the first's session: whether each resumed."""
+        context = client_context(self.cert)
+        session, seen = None, []
+        for _ in range(2):
+            with socket.create_connection(("127.0.0.1", port), timeout=PATIENCE) as raw:
+                stream = raw.makefile("rb")
+                read_reply(stream)
+                raw.sendall(b"EHLO client.test\r\nSTARTTLS\r\n")
+                read_reply(stream)
+                read_reply(stream)
+                with context.wrap_socket(raw, server_hostname="mx.test", session=session) as tls:
+                    seen.append(tls.session_reused)
+                    tls.sendall(b"QUIT\r\n")
+                    read_reply(tls.makefile("rb"))  # the TLS 1.3 ticket arrives before this reply
+                    session = tls.session
+        return seen
+
+    @inlineCallbacks
+    def test_returning_client_resumes_its_session(self) -> Any:
+        port = yield self.serve()
+        seen = yield self.in_thread(self.resumed, port)
+        self.assertEqual(seen, [False, True])
+        yield self.factory.idle()
+
+    @inlineCallbacks
+    def test_session_tickets_can_be_turned_off(self) -> Any:
+        port = yield self.serve({"tls_session_tickets": "0"})
+        seen = yield self.in_thread(self.resumed, port)
+        self.assertEqual(seen, [False, False])
+        yield self.factory.idle()
+
     @inlineCallbacks
     def test_client_certificate_for_plugins(self) -> Any:
         port = yield self.serve({"tls_request_client_cert": "1"})

@@ -114,15 +114,19 @@ def _accept_any(connection: Any, certificate: Any, errno: int, depth: int, ok: i
 
 def server_options(bundle: CertificateBundle, minimum: str = "TLSv1.2", ciphers: str | None = None,
                    sni: Sequence[CertificateBundle] = (),
-                   request_client_cert: bool = False) -> ssl.CertificateOptions:
+                   request_client_cert: bool = False, session_tickets: bool = True) -> ssl.CertificateOptions:
     """Server-side ``CertificateOptions`` for ``bundle``; ``sni`` adds certificates chosen by name.
 
     ``bundle`` is the default (no or unknown server name). Each bundle in
     ``sni`` serves the names in its certificate, wildcards (``*.example.org``)
     included. ``request_client_cert`` asks clients for a certificate and
     accepts any (or none): plugins judge it from ``connection.tls``.
+    ``session_tickets`` lets a client that comes back resume its TLS session
+    (RFC 5077, TLS 1.3 tickets) and skip the key exchange; the ticket key is
+    made per context, so it changes with every certificate (re)load and
+    tickets do not carry over between worker processes.
     """
-    kwargs: dict[str, Any] = {"raiseMinimumTo": tls_version(minimum)}
+    kwargs: dict[str, Any] = {"raiseMinimumTo": tls_version(minimum), "enableSessionTickets": session_tickets}
     if ciphers:
         kwargs["acceptableCiphers"] = ssl.AcceptableCiphers.fromOpenSSLCipherString(ciphers)
 
