@@ -44,9 +44,10 @@ Config files:
   accepted, none is fine); it shows up in ``connection.tls.peer_certificate``.
 - ``tls_before_auth``: 1 (default) keeps AUTH off plaintext connections.
 - ``tls_session_tickets``: 1 (default) lets returning clients resume their
-  TLS session with a ticket (a shorter handshake, no new key exchange); 0
-  makes every connection do a full handshake. The ticket key lives in the
-  process and is replaced whenever the certificates are (re)loaded.
+  TLS session with a ticket (a shorter handshake: no certificate sent or
+  checked); 0 makes every connection do a full handshake. The ticket key
+  lives in the process and is replaced whenever the certificates are
+  (re)loaded.
 - ``tls_reload_interval``: seconds between looks at the certificate files
   (default 10; 0 turns the watching off).
 

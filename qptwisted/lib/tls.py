@@ -122,7 +122,7 @@ def server_options(bundle: CertificateBundle, minimum: str = "TLSv1.2", ciphers:
     included. ``request_client_cert`` asks clients for a certificate and
     accepts any (or none): plugins judge it from ``connection.tls``.
     ``session_tickets`` lets a client that comes back resume its TLS session
-    (RFC 5077, TLS 1.3 tickets) and skip the key exchange; the ticket key is
+    (RFC 5077, TLS 1.3 tickets) without a certificate exchange; the ticket key is
     made per context, so it changes with every certificate (re)load and
     tickets do not carry over between worker processes.
     """
