@@ -244,7 +244,8 @@ class HAProxy:
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="qpt-haproxy-"))
         self.config = self.root / "haproxy.cfg"
-        self.config.write_text(haproxy_config(self.port, servers, source, check))
+        self.stats = self.root / "stats.sock"
+        self.config.write_text(haproxy_config(self.port, servers, source, check, self.stats))
         self.process = subprocess.Popen([binary, "-db", "-f", str(self.config)], stdout=subprocess.DEVNULL,
                                         stderr=open(self.root / "haproxy.log", "wb"), start_new_session=True)
         try:
@@ -261,13 +262,33 @@ class HAProxy:
         _stop(self.process, signal.SIGUSR1)  # soft stop: let connections in flight finish
         shutil.rmtree(self.root, True)
 
+    def server_up(self, name: str) -> bool:
+        """True when HAProxy's health checks have ``name`` (``node1``, ...) in rotation."""
+        try:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(5)
+                sock.connect(str(self.stats))
+                sock.sendall(b"show stat\n")
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+        except OSError:
+            return False
+        for line in answer.decode(errors="replace").splitlines():
+            fields = line.split(",")
+            if len(fields) > 17 and fields[1] == name:
+                return fields[17].startswith("UP")
+        return False
 
-def haproxy_config(port: int, servers: list[int], source: str = "127.0.0.2", check: bool = True) -> str:
+
+def haproxy_config(port: int, servers: list[int], source: str = "127.0.0.2", check: bool = True,
+                   stats: Path | None = None) -> str:
     """The HAProxy configuration the scaling docs show: TCP, round robin, ``send-proxy-v2``."""
     check_words = " check inter 500ms fall 2 rise 1 check-send-proxy" if check else ""
     lines = [
         "global",
         "    maxconn 4096",
+        *([f"    stats socket {stats} mode 600 level user"] if stats is not None else []),
         "defaults",
         "    mode tcp",
         "    timeout connect 5s",
