@@ -92,6 +92,17 @@ def read_reply(stream: Any) -> tuple[int, list[str]]:
             return int(text[:3]), lines
 
 
+def up_to_starttls(port: int) -> socket.socket:
+    """A plain connection that has sent EHLO and STARTTLS and read their replies: ready for the handshake."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=PATIENCE)
+    stream = raw.makefile("rb")
+    read_reply(stream)
+    raw.sendall(b"EHLO client.test\r\nSTARTTLS\r\n")
+    read_reply(stream)
+    read_reply(stream)
+    return raw
+
+
 def client_context(*cert_pems: bytes) -> ssl.SSLContext:
     return ssl.create_default_context(cadata="".join(pem.decode() for pem in cert_pems))
 
@@ -222,12 +233,7 @@ class STARTTLSTests(TLSTestCase):
         port = yield self.serve()
 
         def client() -> bytes:
-            with socket.create_connection(("127.0.0.1", port), timeout=PATIENCE) as raw:
-                stream = raw.makefile("rb")
-                read_reply(stream)
-                raw.sendall(b"EHLO client.test\r\nSTARTTLS\r\n")
-                read_reply(stream)
-                read_reply(stream)
+            with up_to_starttls(port) as raw:
                 raw.sendall(b"this is not a TLS ClientHello\r\n" * 4)
                 rest = b""
                 while True:
@@ -263,17 +269,12 @@ class STARTTLSTests(TLSTestCase):
         self.assertNotEqual(result, "handshake succeeded")
         yield self.factory.idle()
 
-    def resumed(self, port: int) -> list[bool]:
+    def two_connections(self, port: int) -> list[bool]:
         """Two STARTTLS connections, the second offering the first's session: whether each resumed."""
         context = client_context(self.cert)
         session, seen = None, []
         for _ in range(2):
-            with socket.create_connection(("127.0.0.1", port), timeout=PATIENCE) as raw:
-                stream = raw.makefile("rb")
-                read_reply(stream)
-                raw.sendall(b"EHLO client.test\r\nSTARTTLS\r\n")
-                read_reply(stream)
-                read_reply(stream)
+            with up_to_starttls(port) as raw:
                 with context.wrap_socket(raw, server_hostname="mx.test", session=session) as tls:
                     seen.append(tls.session_reused)
                     tls.sendall(b"QUIT\r\n")
@@ -282,18 +283,19 @@ class STARTTLSTests(TLSTestCase):
         return seen
 
     @inlineCallbacks
-    def test_returning_client_resumes_its_session(self) -> Any:
-        port = yield self.serve()
-        seen = yield self.in_thread(self.resumed, port)
-        self.assertEqual(seen, [False, True])
+    def resumed(self, config: Mapping[str, str] | None = None) -> Any:
+        port = yield self.serve(config)
+        seen = yield self.in_thread(self.two_connections, port)
         yield self.factory.idle()
+        return seen
+
+    @inlineCallbacks
+    def test_returning_client_resumes_its_session(self) -> Any:
+        self.assertEqual((yield self.resumed()), [False, True])
 
     @inlineCallbacks
     def test_session_tickets_can_be_turned_off(self) -> Any:
-        port = yield self.serve({"tls_session_tickets": "0"})
-        seen = yield self.in_thread(self.resumed, port)
-        self.assertEqual(seen, [False, False])
-        yield self.factory.idle()
+        self.assertEqual((yield self.resumed({"tls_session_tickets": "0"})), [False, False])
 
     @inlineCallbacks
     def test_client_certificate_for_plugins(self) -> Any:
