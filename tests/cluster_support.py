@@ -17,40 +17,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from twisted.trial import unittest
 
-PATIENCE = 60.0
+from tests.net_support import PATIENCE, free_port, port_open, wait_for
+
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = PATIENCE) -> Any:
-    """Poll ``condition`` until it is true (bounded); fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def _stop(process: subprocess.Popen[bytes] | None, how: int = signal.SIGTERM, wait: float = 20) -> None:

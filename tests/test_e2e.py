@@ -17,9 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from email.parser import BytesParser
 from pathlib import Path
@@ -27,32 +25,14 @@ from pathlib import Path
 from twisted.trial import unittest
 
 import qptwisted.core.config
+from tests.net_support import PATIENCE, free_port, wait_for
 
 #: upper bound for anything we wait for; generous, since the machine may be busy
-PATIENCE = 60.0
 TWISTD = "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"
 _PACKAGE = Path(qptwisted.__file__).resolve().parent
 # the sample config: shipped inside the package when installed, config/ in a checkout
 SAMPLE_CONFIG = next(path for path in (_PACKAGE / "default_config", _PACKAGE.parent / "config")
                      if (path / "plugins").is_file())
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = PATIENCE) -> object:
-    """Poll ``condition`` until it is true; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
 
 
 def message(token: str, sender: str = "alice@example.org", rcpt: str = "bob@localhost",

@@ -73,11 +73,11 @@ class StoreToolMixin:
         self.assertEqual(status, 0, out)
         self.assertIn("penalty box until", out)
         engine = self.engine("karma")
-        txn = make_transaction(engine, connection=make_connection("192.0.2.7"))
+        txn = make_transaction(engine, connection=make_connection(remote_ip="192.0.2.7"))
         self.assertEqual(self.successResultOf(run_hook(engine, "connect", txn)).code,  # type: ignore[attr-defined]
                          DENY_DISCONNECT)
         self.tool("karma", "release", "192.0.2.7")
-        txn = make_transaction(engine, connection=make_connection("192.0.2.7"))
+        txn = make_transaction(engine, connection=make_connection(remote_ip="192.0.2.7"))
         self.assertEqual(self.successResultOf(run_hook(engine, "connect", txn)).code,  # type: ignore[attr-defined]
                          DECLINED)
 
@@ -101,7 +101,7 @@ class StoreToolMixin:
         engine = self.engine("greylisting")
 
         def mail() -> Any:
-            txn = make_transaction(engine, connection=make_connection("203.0.113.9"))
+            txn = make_transaction(engine, connection=make_connection(remote_ip="203.0.113.9"))
             return self.successResultOf(run_hook(engine, "mail", txn,  # type: ignore[attr-defined]
                                                  Address.parse("<a@example.org>"))).code
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred
 
-from qptwisted.lib.store import PRUNE_INTERVAL, Runner, store_location
+from qptwisted.lib.store import PRUNE_INTERVAL, Runner, redis_client, store_location
 
 if TYPE_CHECKING:
     from qptwisted.core.engine import Engine
@@ -95,13 +95,10 @@ class RedisCounters:
     """Counters in Redis under ``<prefix>:rate:...`` and ``<prefix>:set:...``."""
 
     def __init__(self, url: str, prefix: str, run: Runner) -> None:
-        import redis
-
         self.url = url
         self.prefix = prefix
         self._run = run
-        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5,
-                                           decode_responses=True)
+        self._redis = redis_client(url)
         self._hit = self._redis.register_script(_HIT)
         self._enter = self._redis.register_script(_ENTER)
 

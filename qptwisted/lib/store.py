@@ -114,17 +114,21 @@ class SQLiteStore:
             self._db.close()
 
 
+def redis_client(url: str) -> Any:
+    """A ``redis`` client for ``url`` with bounded waits (a hung Redis answers DENYSOFT, not never)."""
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5, decode_responses=True)
+
+
 class RedisStore:
     """Keys ``<prefix>:<key>`` in Redis, holding ``"<expires>|<value>"``."""
 
     def __init__(self, url: str, prefix: str, run: Runner) -> None:
-        import redis
-
         self.url = url
         self.prefix = prefix
         self._run = run
-        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5,
-                                           decode_responses=True)
+        self._redis = redis_client(url)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}:{key}"

@@ -21,8 +21,9 @@ from pathlib import Path
 from twisted.trial import unittest
 
 from qptwisted.lib.tls import make_self_signed
+from tests.net_support import free_port, port_open, stop_process, wait_for
 
-from .queue_support import PATIENCE, free_port, port_open, wait_for
+from .queue_support import PATIENCE
 
 BASE = "dc=example,dc=test"
 ADMIN = f"cn=admin,{BASE}"
@@ -135,13 +136,7 @@ class Slapd:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(PATIENCE)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, PATIENCE)
         self.log.close()
 
 

@@ -22,6 +22,7 @@ from twisted.trial import unittest
 
 from qptwisted import DENY, DENYSOFT, OK, ConfigError
 from qptwisted.testing import make_engine, make_transaction, run_hook
+from tests.net_support import free_port, stop_process
 
 PATIENCE = 30.0
 CONFIG = """\
@@ -56,12 +57,6 @@ service imap-login {{
   }}
 }}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def find_dovecot() -> str | None:
@@ -110,13 +105,7 @@ class Dovecot:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(PATIENCE)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, PATIENCE)
         if self.process.stderr:
             self.process.stderr.close()
 

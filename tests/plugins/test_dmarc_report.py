@@ -126,7 +126,8 @@ class DMARCReportTests(unittest.TestCase):
                               f"db_dir {self.maildir.parent / 'db'}", f"queue/maildir {self.maildir}"],
                              config={"me": "mx.test"}, clock=clock)
         self.addCleanup(engine.close)
-        txn = make_transaction(engine, make_connection("192.0.2.1"), recipients=["<bob@example.test>"])
+        txn = make_transaction(engine, make_connection(remote_ip="192.0.2.1"),
+                               recipients=["<bob@example.test>"])
         txn.notes["dmarc"] = {"result": "pass", "domain": "example.org", "policy_domain": "example.org",
                               "disposition": "none", "dkim_aligned": True, "spf_aligned": False,
                               "record": {"v": "DMARC1", "p": "none", "rua": "mailto:d@example.org"}}

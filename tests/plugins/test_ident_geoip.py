@@ -71,7 +71,7 @@ class GeoIPTests(unittest.TestCase):
                              (DENY, f"Connections from {entry} are not accepted here"))
         result, _ = self.connect(engine, "2001:db8::1")
         self.assertEqual(result.code, DECLINED)  # type: ignore[attr-defined]
-        txn = make_transaction(engine, connection=make_connection("203.0.113.5", relay_client=True))
+        txn = make_transaction(engine, connection=make_connection(remote_ip="203.0.113.5", relay_client=True))
         self.assertEqual(self.successResultOf(run_hook(engine, "connect", txn)).code, DECLINED)
 
     def test_block_reply_in_a_dialogue(self) -> None:

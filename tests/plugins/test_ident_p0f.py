@@ -24,8 +24,9 @@ from twisted.trial import unittest
 import qpplugins.ident.p0f as p0f_module  # noqa: I001
 from qptwisted import DECLINED, DENY, ConfigError, Engine
 from qptwisted.testing import CaptureQueue, make_connection, make_engine, make_transaction, run_hook
+from tests.net_support import free_port, stop_process
 
-from .queue_support import PATIENCE, free_port
+from .queue_support import PATIENCE
 
 
 class P0f:
@@ -55,13 +56,7 @@ class P0f:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(PATIENCE)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, PATIENCE)
 
     def connect_once(self) -> None:
         """Open (and close) one TCP connection to the watched port, and wait until p0f knows 127.0.0.1."""
@@ -167,7 +162,7 @@ class P0fWithoutDaemonTests(unittest.TestCase):
         path = Path(self.mktemp())
         engine = make_engine([f"ident/p0f {path}"], clock=reactor)
         self.addCleanup(engine.close)
-        txn = make_transaction(engine, connection=make_connection("127.0.0.1"))
+        txn = make_transaction(engine, connection=make_connection(remote_ip="127.0.0.1"))
         self.assertEqual((yield run_hook(engine, "connect", txn)).code, DECLINED)
         self.assertNotIn("p0f", txn.connection.notes)
 

@@ -10,7 +10,10 @@ and the tool reads and writes it through the plugin's own store object.
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -54,6 +57,28 @@ def load_plugin(options: argparse.Namespace, name: str) -> tuple[Engine, Any]:
     if parse_plugin_line(line, "--line").name != name:
         raise ConfigError(f"--line must load {name}, not {line!r}")
     return engine, engine.load(line)
+
+
+def ip_argument(text: str) -> str:
+    """An argparse type: an IP address in its normal form."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
+
+
+def run_with_plugin(options: argparse.Namespace, prog: str, name: str,
+                    run: Callable[[argparse.Namespace, Any, float], int]) -> int:
+    """``run(options, plugin, now)`` with the plugin ``name`` loaded; 2 on a config error."""
+    try:
+        engine, plugin = load_plugin(options, name)
+    except ConfigError as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return 2
+    try:
+        return run(options, plugin, float(engine.clock.seconds()))
+    finally:
+        wait(engine.close())
 
 
 def wait(deferred: Deferred[Any]) -> Any:

@@ -16,22 +16,12 @@ for triplets recorded since this version.
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import sys
 from collections.abc import Sequence
 from typing import Any
 
-from qptwisted.core.config import ConfigError
 from qptwisted.lib.reputation import CLIENT_PREFIX, GreyRecord
 
-from ._common import add_store_options, load_plugin, wait, when
-
-
-def _ip(text: str) -> str:
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
+from ._common import add_store_options, ip_argument, run_with_plugin, wait, when
 
 
 def main(argv: Sequence[str]) -> int:
@@ -42,20 +32,11 @@ def main(argv: Sequence[str]) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="every triplet and whitelisted client")
     white = commands.add_parser("whitelist", help="let a client through greylisting")
-    white.add_argument("ip", type=_ip)
+    white.add_argument("ip", type=ip_argument)
     white.add_argument("--days", type=float, help="for how long (default: the plugin's white_timeout)")
     remove = commands.add_parser("remove", help="take a client off the hand-made whitelist")
-    remove.add_argument("ip", type=_ip)
-    options = parser.parse_args(list(argv))
-    try:
-        engine, plugin = load_plugin(options, "greylisting")
-    except ConfigError as err:
-        print(f"qpsmtpd greylist: {err}", file=sys.stderr)
-        return 2
-    try:
-        return _run(options, plugin, float(engine.clock.seconds()))
-    finally:
-        wait(engine.close())
+    remove.add_argument("ip", type=ip_argument)
+    return run_with_plugin(parser.parse_args(list(argv)), "qpsmtpd greylist", "greylisting", _run)
 
 
 def _run(options: argparse.Namespace, plugin: Any, now: float) -> int:

@@ -17,22 +17,12 @@ Redis alike.
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import sys
 from collections.abc import Sequence
 from typing import Any
 
-from qptwisted.core.config import ConfigError
 from qptwisted.lib.reputation import KARMA_TTL, History
 
-from ._common import add_store_options, load_plugin, wait, when
-
-
-def _ip(text: str) -> str:
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
+from ._common import add_store_options, ip_argument, run_with_plugin, wait, when
 
 
 def describe(ip: str, history: History, now: float, penalty: float) -> str:
@@ -53,20 +43,11 @@ def main(argv: Sequence[str]) -> int:
     commands.add_parser("list", help="every IP, worst first")
     for name, text in (("show", "one IP"), ("capture", "put an IP into the penalty box"),
                        ("release", "let an IP out of the penalty box"), ("delete", "forget an IP")):
-        commands.add_parser(name, help=text).add_argument("ip", type=_ip)
+        commands.add_parser(name, help=text).add_argument("ip", type=ip_argument)
     setter = commands.add_parser("set", help="set an IP's score (nice - naughty)")
-    setter.add_argument("ip", type=_ip)
+    setter.add_argument("ip", type=ip_argument)
     setter.add_argument("score", type=int)
-    options = parser.parse_args(list(argv))
-    try:
-        engine, plugin = load_plugin(options, "karma")
-    except ConfigError as err:
-        print(f"qpsmtpd karma: {err}", file=sys.stderr)
-        return 2
-    try:
-        return _run(options, plugin, float(engine.clock.seconds()))
-    finally:
-        wait(engine.close())
+    return run_with_plugin(parser.parse_args(list(argv)), "qpsmtpd karma", "karma", _run)
 
 
 def _run(options: argparse.Namespace, plugin: Any, now: float) -> int:
