@@ -229,3 +229,85 @@ class LongLineSearchTests(unittest.SynchronousTestCase):
             self.assertEqual(has_long_line(text, limit), any(n > limit for n in lengths), (lengths, limit))
 
         check()
+
+
+def reference_read(stream: bytes, max_line: int) -> tuple[bytes, bytes, bool, bool]:
+    """DATA read line by line, as RFC 5321 words it: (stored, rest, bare newline, long line)."""
+    end = (b"\r\n" + stream).find(b"\r\n.\r\n")
+    content, rest = stream[:end], stream[end + 3:]
+    lines = content.split(b"\r\n")[:-1] if content else []
+    bare = any(b"\r" in line or b"\n" in line for line in lines)
+    unstuffed = [line[1:] if line[:1] == b"." else line for line in lines]
+    long_line = any(len(line) > max_line - 2 for line in unstuffed)
+    return b"".join(line + b"\n" for line in unstuffed), rest, bare, long_line
+
+
+class DifferentialTests(Base):
+    """Whole-chunk passes must agree with a line-by-line reading, however the bytes are cut."""
+
+    def test_every_cut_of_dotted_lines(self) -> None:
+        for body in (b"a\r\n.b\r\n", b".a\r\n..\r\nb\r\n", b"ab\r\n.c\r\nd\r\n.\r\n", b"x\r\n..\r\n"):
+            stream = body + b".\r\nQUIT\r\n"
+            stored, rest, _, _ = reference_read(stream, 1000)
+            for cut in range(1, len(stream)):
+                reader = self.reader()
+                first = reader.feed(stream[:cut])
+                got = first + stream[cut:] if first is not None else reader.feed(stream[cut:])
+                self.assertEqual((got, self.stored()), (rest, stored), (stream, cut))
+
+    def test_agrees_with_reading_line_by_line(self) -> None:
+        from hypothesis import given, settings
+        from hypothesis import strategies as st
+
+        pieces = st.sampled_from([b"a", b"bc", b".", b"..", b"\r", b"\n", b"\r\n", b"\r\n.", b"\r\n.\r\n",
+                                  b"\n.\n", b"x" * 12])
+
+        @settings(max_examples=1500, deadline=None)
+        @given(st.lists(pieces, max_size=40), st.lists(st.integers(0, 200), max_size=8),
+               st.sampled_from([8, 16, 1000]))
+        def check(body: list[bytes], cuts: list[int], max_line: int) -> None:
+            stream = b"".join(body) + b"\r\n.\r\nNOOP\r\n"
+            stored, rest, bare, long_line = reference_read(stream, max_line)
+            reader = self.reader(max_line=max_line)
+            got: bytes | None = None
+            start = 0
+            for cut in sorted({min(cut, len(stream)) for cut in cuts} | {len(stream)}):
+                if got is None and cut > start:
+                    got = reader.feed(stream[start:cut])
+                    if got is not None:
+                        got += stream[cut:]
+                    start = cut
+            self.assertEqual(got, rest, stream)
+            # a line too long is cut unread, so a bare newline inside it may go unseen: refused all the same
+            self.assertEqual(reader.bare_newline or reader.long_line, bare or long_line, stream)
+            if not long_line:
+                self.assertEqual(reader.bare_newline, bare, stream)
+            if not bare:
+                self.assertEqual(reader.long_line, long_line, stream)
+            if not (bare or long_line):
+                self.assertEqual(self.stored(), stored, stream)
+                self.assertEqual(reader.size, len(stored))
+
+        check()
+
+    def test_bdat_chunks_agree_with_replacing_crlf(self) -> None:
+        from hypothesis import given, settings
+        from hypothesis import strategies as st
+
+        from qptwisted.smtp.receiver import ChunkReader
+
+        @settings(max_examples=500, deadline=None)
+        @given(st.lists(st.sampled_from([b"a", b"\r", b"\n", b"\r\n", b"\r\r\n", b"xyz"]), max_size=30),
+               st.lists(st.integers(0, 60), max_size=6))
+        def check(body: list[bytes], cuts: list[int]) -> None:
+            data = b"".join(body)
+            pieces: list[bytes] = []
+            reader = ChunkReader(pieces.append)
+            bounds = [0, *sorted({min(cut, len(data)) for cut in cuts}), len(data)]
+            for start, end in zip(bounds, bounds[1:], strict=False):
+                reader.expect(end - start)
+                self.assertEqual(reader.feed(data[start:end] + b"NEXT"), b"NEXT")
+            reader.finish()
+            self.assertEqual(b"".join(pieces), data.replace(b"\r\n", b"\n"), (data, bounds))
+
+        check()

@@ -29,10 +29,11 @@ from qptwisted.mail.transaction import Transaction
 HARD_LINE_LIMIT = 1 << 20
 
 
-# a CR that is not the CR of a CRLF (a chunk ends with CRLF, so a CR at its end cannot be bare)
-_BARE_CR = re.compile(rb"\r[^\n]")
-# a dot at the start of a line: stuffed (regular expressions find it faster than ``in``)
-_STUFFED = re.compile(rb"\n\.")
+# a dot at the start of a line (not the first of the text): stuffed, or the terminator's; rare
+# inside a message, so one search over a chunk usually rules out both (a regular expression
+# finds it faster than ``in`` or ``find``)
+_LINE_DOT = re.compile(rb"\n\.")
+_CRLF = re.compile(rb"\r\n")
 
 
 def has_long_line(text: bytes, limit: int) -> bool:
@@ -82,17 +83,21 @@ class DataReader:
         if not self._mid_line and buf[:3] == b".\r\n":
             self._partial = b""
             return buf[3:]
-        end = buf.find(b"\r\n.\r\n")
+        # The terminator contains a line-start dot: without one there is neither a terminator
+        # nor a stuffed dot past the first line, and the chunk needs no further search.
+        dot = _LINE_DOT.search(buf)
+        first_dot = len(buf) if dot is None else dot.start()
+        end = -1 if dot is None else buf.find(b"\r\n.\r\n", max(first_dot - 1, 0))
         if end >= 0:
             self._partial = b""
-            self._process(buf[: end + 2])
+            self._process(buf[: end + 2], first_dot < end)
             return buf[end + 5 :]
         last = buf.rfind(b"\r\n")
         if last < 0:
             partial = buf
         else:
             partial = buf[last + 2 :]
-            self._process(buf[: last + 2])
+            self._process(buf[: last + 2], first_dot < last)
         if len(partial) > self.max_line + 1:
             # A line this long is refused anyway (even after removing a stuffed dot); keep one
             # byte to see a CR before LF.
@@ -102,27 +107,32 @@ class DataReader:
         self._partial = partial
         return None
 
-    def _process(self, lines: bytes) -> None:
+    def _process(self, lines: bytes, dots: bool) -> None:
+        """Store whole lines (``lines`` ends in CRLF); ``dots``: a later line may start with a dot."""
         if self._mid_line:
             lines = lines[lines.find(b"\r\n") + 2 :]
             self._mid_line = False
             if not lines:
                 return
-        # Whole-chunk C-level passes, chosen by measuring (bytes.replace of CRLF costs three times
-        # translate): drop every CR, then check that each one was the CR of a CRLF.
-        out = lines.translate(None, b"\r")
-        # as many LFs as CRs, and no CR followed by anything but LF: every line ended in CRLF
-        if not self.bare_newline and (lines.count(b"\n") != len(lines) - len(out)
-                                      or _BARE_CR.search(lines) is not None):
+        # Whole-chunk C-level passes, chosen by measuring. ``splitlines`` breaks at CRLF, and also
+        # at a bare CR or LF: a break of one byte instead of two, which the lengths give away.
+        parts = lines.splitlines()
+        count = len(parts)
+        parts.append(b"")
+        out = b"\n".join(parts)
+        if len(lines) != len(out) + count:
             self.bare_newline = True  # a bare CR or LF never ends a message: no SMTP smuggling
+        # RFC 5321 4.5.3.1.6: the limit does not count the dot added for transparency (so a
+        # line over it is measured again after unstuffing)
+        limit = self.max_line - 2
+        long_line = not self.long_line and len(out) > limit + 1 and max(map(len, parts)) > limit
         # RFC 5321 4.5.2: the first of a line's leading dots is always deleted
         if out[:1] == b".":
             out = out[1:]
-        if _STUFFED.search(out) is not None:
+        if dots and _LINE_DOT.search(out) is not None:
             out = out.replace(b"\n.", b"\n")
-        # RFC 5321 4.5.3.1.6: the limit does not count the dot added for transparency
-        if not self.long_line and len(out) >= self.max_line - 1:
-            self.long_line = has_long_line(out, self.max_line - 2)
+        if long_line:
+            self.long_line = has_long_line(out, limit)
         self.size += len(out)
         if self.too_big:
             return
@@ -191,8 +201,7 @@ class ChunkReader:
         self._cr = data[-1:] == b"\r"
         if self._cr:
             data = data[:-1]
-        if b"\r\n" in data:
-            data = data.replace(b"\r\n", b"\n")
+        data = b"\n".join(_CRLF.split(data))  # measured: twice as fast as ``replace``
         if data:
             self.sink(data)
 
