@@ -33,10 +33,10 @@ body is spooled to a file) so that kills land in different phases: during
 DATA, during the fsync or the commit, between the 250 and the next command.
 
 For ``queue/maildir`` a file left in ``tmp/`` by a kill is allowed (the
-Maildir convention; readers never look there). The plugin links
-``tmp/NAME`` to ``new/NAME`` and then unlinks ``tmp/NAME``, so a kill between
-the two leaves ``tmp/NAME`` as a second name of the delivered file; that is
-accepted, a separate file in ``tmp/`` under a delivered name is not.
+Maildir convention; readers never look there). The plugin renames
+``tmp/NAME`` to ``new/NAME``; a ``tmp/NAME`` beside a delivered ``new/NAME``
+is accepted only as a second name of the same file (as a link-then-unlink
+delivery could leave), never as a separate copy.
 
 The storage-error tests check that a full disk (``RLIMIT_FSIZE`` on the
 server process: writes beyond the limit fail with ``EFBIG``, the same
@@ -365,8 +365,8 @@ class KillTests(E2EBase):
         new = sorted((maildir / "new").iterdir())
         harness.verify([path.read_bytes() for path in new])
         # a kill may leave a partial file in tmp/ (the Maildir convention allows it, readers never look
-        # there); deliver() links tmp/NAME to new/NAME and then unlinks tmp/NAME, so a kill between
-        # the two leaves a second name of the *same* file, never a second copy
+        # there); deliver() renames tmp/NAME to new/NAME, so a delivered name in tmp/ may only ever
+        # be a second name of the *same* file, never a second copy
         names = {path.name: path for path in new}
         for leftover in (maildir / "tmp").iterdir():
             twin = names.get(leftover.name)

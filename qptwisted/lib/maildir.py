@@ -2,7 +2,7 @@
 
 :func:`deliver_to_maildirs` answers a ``queue`` hook: each recipient's
 Maildir gets one copy (``Return-Path`` and one ``Delivered-To`` per
-recipient on top), written to ``tmp/``, linked into ``new/`` and made
+recipient on top), written to ``tmp/``, renamed into ``new/`` and made
 durable, all on the engine's thread pool, before ``250 Queued!`` is sent.
 Durable means, by ``sync``: ``syncfs`` (the default on Linux) — one
 ``syncfs`` of the filesystem covers the files and links of every delivery
@@ -159,6 +159,28 @@ def dsn_fields(dsn: MessageDSN | None, recipients: Iterable[Address]) -> list[by
     return lines
 
 
+def _write_all(fd: int, pieces: list[bytes]) -> None:
+    """Write ``pieces`` to ``fd`` with one ``writev`` (more only if the kernel wrote less)."""
+    written = os.writev(fd, pieces)
+    if written < sum(map(len, pieces)):  # rare on a regular file: a signal, or the disk filling up
+        rest = memoryview(b"".join(pieces))[written:]
+        while rest:
+            rest = rest[os.write(fd, rest):]
+
+
+def _write_message(fd: int, head: list[bytes], message: Iterable[bytes]) -> None:
+    """Write ``head`` and the chunks of ``message``, at most about 64 KiB per system call."""
+    pending, size = head, 0
+    for chunk in message:
+        pending.append(chunk)
+        size += len(chunk)
+        if size >= 1 << 16 or len(pending) >= 64:
+            _write_all(fd, pending)
+            pending, size = [], 0
+    if pending:
+        _write_all(fd, pending)
+
+
 def deliver(directories: dict[str, list[Address]], sender: Address,
             message: Callable[[], Iterable[bytes]], mode: int = 0o600,
             dsn: MessageDSN | None = None, sync: str | None = SYNC_MODES[0]) -> list[str]:
@@ -168,7 +190,8 @@ def deliver(directories: dict[str, list[Address]], sender: Address,
     is called (one per Maildir). ``dsn`` is the transaction's DSN request
     (with the recipients' own, written as :func:`dsn_fields`); ``sync`` is
     one of :data:`SYNC_MODES`, or None when the caller makes the delivery
-    durable itself (:class:`BatchSync`). Returns the paths in ``new/``.
+    durable itself (:class:`BatchSync`). Each file is written in ``tmp/``
+    and renamed into ``new/`` under its unique name. Returns the paths in ``new/``.
     """
     per_file = sync == "fsync"
     staged: list[tuple[str, str]] = []
@@ -178,7 +201,6 @@ def deliver(directories: dict[str, list[Address]], sender: Address,
             _maildir(directory)
             name = maildir_name()
             tmp = os.path.join(directory, "tmp", name)
-            staged.append((tmp, os.path.join(directory, "new", name)))
             head = [f"Return-Path: {sender}\n".encode(), *dsn_fields(dsn, recipients)]
             head += [f"Delivered-To: {rcpt.address}\n".encode() for rcpt in reversed(recipients)]
             try:
@@ -187,15 +209,15 @@ def deliver(directories: dict[str, list[Address]], sender: Address,
                 _made.discard(directory)
                 _maildir(directory)
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-            with os.fdopen(fd, "wb") as handle:
-                handle.writelines(head)
-                for chunk in message():
-                    handle.write(chunk)
+            staged.append((tmp, os.path.join(directory, "new", name)))
+            try:
+                _write_message(fd, head, message())
                 if per_file:
-                    handle.flush()
-                    os.fsync(handle.fileno())
-        for tmp, new in staged:
-            os.link(tmp, new)
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        for tmp, new in staged:  # unique names (time, pid, counter, host): a rename never replaces a message
+            os.rename(tmp, new)
             done.append(new)
         directories_done = dict.fromkeys(os.path.dirname(new) for new in done)
         if per_file:
@@ -210,7 +232,7 @@ def deliver(directories: dict[str, list[Address]], sender: Address,
             _unlink(path)
         raise
     finally:
-        for tmp, _ in staged:
+        for tmp, _ in staged[len(done):]:  # written but not renamed
             _unlink(tmp)
 
 
@@ -231,7 +253,7 @@ def filesystems(directories: Iterable[str]) -> dict[int, str]:
 class BatchSync:
     """One ``syncfs`` on the thread pool for every delivery written meanwhile on the reactor thread.
 
-    Small messages (in memory) are written and linked on the reactor thread:
+    Small messages (in memory) are written and renamed on the reactor thread:
     a few page-cache writes, faster than handing each to a thread. What
     makes them durable, a filesystem sync, runs on the thread pool; the
     deliveries written while it runs wait for the next one, so a busy
