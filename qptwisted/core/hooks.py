@@ -25,6 +25,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from inspect import iscoroutine
 from time import perf_counter
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from twisted.internet.defer import Deferred, TimeoutError
@@ -343,7 +344,7 @@ class HookRunner:
                 started = perf_counter()
             try:
                 value = registration.function(transaction, *run.args, **run.kwargs)
-                if iscoroutine(value):  # its steps run in a copy of this context: the transaction stays
+                if value.__class__ is CoroutineType:  # its steps run in a copy of this context
                     value = Deferred.fromCoroutine(value)
             except Exception:
                 result = self._fault(spec, registration, Failure(), transaction)

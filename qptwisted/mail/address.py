@@ -82,19 +82,7 @@ class Address:
             inner = inner[route.end():]
         if allow_postmaster and inner.lower() == "postmaster":
             return cls(inner, "")
-        if not utf8 and not inner.isascii():
-            raise AddressError("UTF-8 address without SMTPUTF8")
-        match = (_MAILBOX_UTF8 if utf8 else _MAILBOX).match(inner)
-        if match is None:
-            raise AddressError("not a valid mailbox")
-        local, domain = match.group("local"), match.group("domain")
-        if domain[0] == "[":
-            _check_literal(domain[1:-1])
-        if len(local.encode()) > 64 or len(domain.encode()) > 255:
-            raise AddressError("address too long")
-        if local[0] == '"':
-            local = re.sub(r"\\(.)", r"\1", local[1:-1])
-        return cls(local, domain)
+        return cls(*_mailbox(inner, utf8))
 
     @property
     def is_null(self) -> bool:
@@ -123,6 +111,24 @@ class Address:
 
 
 NULL_SENDER = Address("", "")
+
+
+@lru_cache(maxsize=4096)
+def _mailbox(inner: str, utf8: bool) -> tuple[str, str]:
+    """Check ``local@domain`` and unquote the local part (remembered: senders and recipients recur)."""
+    if not utf8 and not inner.isascii():
+        raise AddressError("UTF-8 address without SMTPUTF8")
+    match = (_MAILBOX_UTF8 if utf8 else _MAILBOX).match(inner)
+    if match is None:
+        raise AddressError("not a valid mailbox")
+    local, domain = match.group("local"), match.group("domain")
+    if domain[0] == "[":
+        _check_literal(domain[1:-1])
+    if len(local.encode()) > 64 or len(domain.encode()) > 255:
+        raise AddressError("address too long")
+    if local[0] == '"':
+        local = re.sub(r"\\(.)", r"\1", local[1:-1])
+    return local, domain
 
 
 @lru_cache(maxsize=4096)
