@@ -97,6 +97,32 @@ class EngineTests(unittest.TestCase):
         self.assertEqual(Holder.closed, ["test_holder"])
 
 
+class LogLevelTests(unittest.TestCase):
+    def test_logs_says_whether_a_line_would_be_written(self) -> None:
+        from qptwisted.core.codes import LOGDEBUG, LOGINFO, LOGWARN
+
+        quiet = make_engine([], config={"loglevel": "4"})
+        self.assertEqual((quiet.logs(LOGWARN), quiet.logs(LOGINFO)), (True, False))
+        plugin_logged = make_engine(["logging/warn"], config={"loglevel": "4"})  # a logging plugin takes all
+        self.assertTrue(plugin_logged.logs(LOGDEBUG))
+
+    def test_queued_line_only_formatted_when_logged(self) -> None:
+        from qptwisted.core.codes import LOGINFO
+
+        lines: list[tuple[int, str]] = []
+        for level in ("4", "6"):
+            engine = make_engine(["rcpt_ok", "queue/discard"],
+                                 config={"loglevel": level, "rcpthosts": ["example.org"]})
+            self.patch(engine, "log", lambda lvl, message, **_: lines.append((lvl, message)))
+            smtp = SMTPDialogue(engine)
+            smtp.send("HELO client.example")
+            smtp.send("MAIL FROM:<a@example.com>", "RCPT TO:<b@example.org>", "DATA")
+            self.assertEqual(smtp.send_raw(b"Subject: x\r\n\r\nhi\r\n.\r\n")[-1].code, 250)
+        queued = [message for lvl, message in lines if message.startswith("queued message")]
+        self.assertEqual(queued, ["queued message from <a@example.com> for 1 recipients by queue/discard"])
+        self.assertIn((LOGINFO, queued[0]), lines)
+
+
 class ServiceTests(unittest.TestCase):
     def setUp(self) -> None:
         Holder.closed = []

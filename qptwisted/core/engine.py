@@ -187,6 +187,13 @@ class Engine:
         """The configured log level (0 emergency … 7 debug)."""
         return self.settings.loglevel
 
+    def logs(self, level: int) -> bool:
+        """True if a line at ``level`` would be logged (a ``logging`` plugin takes every line).
+
+        Lets a hot path skip formatting a line nobody will read.
+        """
+        return level <= self.settings.loglevel or self.hooks.has("logging")
+
     def log(self, level: int, message: str, plugin: str | None = None, hook: str | None = None,
             failure: Failure | None = None, transaction: Any = None, **_: Any) -> None:
         """Log through the ``logging`` hook, else Twisted's log when ``level <= loglevel``.

@@ -607,15 +607,20 @@ class Session:
             self.respond(refusal.code, refusal.text, refusal.enhanced)
             self.reset_transaction()
             return None
+        if self.engine.hooks.has("data_post_headers"):
+            # awaited (answer ignored): SPF, DKIM and DMARC store their Authentication-Results here
+            return self._run("data_post_headers", lambda _: self._received_line())
+        return self._received_line()
+
+    def _received_line(self) -> Step:
+        """Ask the ``received_line`` plugins for our Received line (their arguments made only for them)."""
+        if not self.engine.hooks.has("received_line"):
+            return self._add_headers(NO_ANSWER)
         connection = self.connection
         smtp = "ESMTP" if connection.hello == "ehlo" else "SMTP"
         auth = (f"(smtp-auth username {connection.auth_user}, mechanism {connection.auth_mechanism})\n"
                 if connection.auth_user else "")
         ssl = f"({connection.tls.cipher} encrypted) " if connection.tls else ""
-        if self.engine.hooks.has("data_post_headers"):
-            # awaited (answer ignored): SPF, DKIM and DMARC store their Authentication-Results here
-            return self._run("data_post_headers",
-                             lambda _: self._run("received_line", self._add_headers, smtp, auth, ssl))
         return self._run("received_line", self._add_headers, smtp, auth, ssl)
 
     def log_refusal(self, receiver: MessageReceiver) -> None:
@@ -656,9 +661,10 @@ class Session:
         if result.code is OK:
             self.respond(250, result.message or "Queued", "2.6.0")
             self.transport.message_accepted()
-            self.engine.log(LOGINFO, f"queued message from {transaction.sender} for "
-                            f"{len(transaction.recipients)} recipients by {result.plugin}",
-                            transaction=transaction)
+            if self.engine.logs(LOGINFO):
+                self.engine.log(LOGINFO, f"queued message from {transaction.sender} for "
+                                f"{len(transaction.recipients)} recipients by {result.plugin}",
+                                transaction=transaction)
         elif result.code is DECLINED:
             self._reply(_QUEUE.declined, result._replace(message=None))  # type: ignore[arg-type]
         elif result.code is not DONE:
