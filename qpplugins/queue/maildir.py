@@ -10,9 +10,12 @@ without a pattern works too, as does ``mode=0640``).
 Each message gets ``Return-Path``, the client's DSN request as ``X-DSN-Mail``
 and ``X-DSN-Rcpt`` fields when it made one (``docs/esmtp.md``), and one
 ``Delivered-To`` per recipient. It
-is written to ``tmp/``, fsynced, moved to ``new/`` and the directory fsynced,
-all on the engine's thread pool, before ``250 Queued! <Message-Id>`` is sent.
-If any step fails nothing is left in ``new/`` and the client gets ``452``.
+is written to ``tmp/`` and renamed into ``new/``, and ``250 Queued! <Message-Id>``
+is sent only once the file and its directory entry are durable: by default one
+``syncfs`` per batch of deliveries (group commit), with ``sync=fsync`` an fsync
+per file and one directory fsync per batch. The syncs and large messages run on
+the engine's thread pool. If any step fails nothing is left in ``new/`` and the
+client gets ``452``.
 
 config/plugins::
 

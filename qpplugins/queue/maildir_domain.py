@@ -13,10 +13,11 @@ talk's schema)::
 The plugin has a ``rcpt`` hook: a recipient whose domain is not active or
 whose user cannot receive is refused there (550), and a known one is
 accepted (250), so nothing is dropped silently at queue time. Database
-errors at RCPT give 450. The queue hook writes each recipient's copy
-(with ``Delivered-To``) to ``tmp/``, fsyncs it, links it into ``new/`` and
-fsyncs the directory, on the engine's thread pool, all or nothing: if one
-copy fails, none is left in ``new/`` and the client gets 452.
+errors at RCPT give 450. The queue hook delivers as ``queue/maildir`` does
+(same ``sync`` argument): each recipient's copy (with ``Delivered-To``) is
+written to ``tmp/`` and renamed into ``new/``, and the 250 waits until the
+copies and their directory entries are durable; all or nothing: if one copy
+fails, none is left in ``new/`` and the client gets 452.
 
 config/plugins::
 

@@ -3,9 +3,11 @@
 :func:`deliver_to_maildirs` answers a ``queue`` hook: each recipient's
 Maildir gets one copy (``Return-Path`` and one ``Delivered-To`` per
 recipient on top), written to ``tmp/``, renamed into ``new/`` and made
-durable, all on the engine's thread pool, before ``250 Queued!`` is sent.
+durable before ``250 Queued!`` is sent. A small message whose body is in
+memory is written on the reactor thread (page-cache writes, :class:`BatchSync`);
+the syncs, and larger messages, run on the engine's thread pool.
 Durable means, by ``sync``: ``syncfs`` (the default on Linux) — one
-``syncfs`` of the filesystem covers the files and links of every delivery
+``syncfs`` of the filesystem covers the files and renames of every delivery
 that arrived while the previous one ran (group commit); ``fsync`` — each
 file fsynced, one directory fsync per batch (:class:`GroupCommit`). Both
 keep the rule "250 only once message and directory entry are durable".
@@ -223,7 +225,7 @@ def deliver(directories: dict[str, list[Address]], sender: Address,
         if per_file:
             for directory in directories_done:
                 GROUP_COMMIT.durable(directory)
-        elif sync is not None:  # one sync per filesystem covers the files and links of every earlier delivery
+        elif sync is not None:  # one sync per filesystem covers the files and renames of earlier deliveries
             for device, directory in filesystems(directories_done).items():
                 FILESYSTEM_COMMIT.durable(device, directory)
         return done
