@@ -169,8 +169,6 @@ class Session:
         """
         if result.code is DONE:
             return True
-        if result.code not in hook.replies and result.value is not FAULT:  # the usual answer: no refusal
-            return False
         reply = self._refusal(hook, result, **fields)
         if reply is None:
             return False
