@@ -1,6 +1,6 @@
-"""milter: real milters from Debian's packages (OpenDKIM signs, rspamd's proxy refuses and adds
-headers), and a scripted stand-in milter for every action, change and failure the real ones do not
-show on demand."""
+"""milter: real milters from Debian's packages (OpenDKIM signs; rspamd's proxy refuses and adds
+headers; clamav-milter refuses a virus, marks clean mail and defers without its clamd), and a
+scripted stand-in milter for every action, change and failure the real ones do not show on demand."""
 
 from __future__ import annotations
 
@@ -12,7 +12,16 @@ from twisted.internet import reactor
 from twisted.trial import unittest
 
 from qptwisted.testing import make_engine
-from qptwisted.testing.daemons import GTUBE, free_port, start_opendkim, start_rspamd
+from qptwisted.testing.daemons import (
+    EICAR,
+    EICAR_SIGNATURE,
+    GTUBE,
+    free_port,
+    start_clamav_milter,
+    start_clamd,
+    start_opendkim,
+    start_rspamd,
+)
 
 from .scanner_support import (
     AsyncDialogue,
@@ -73,6 +82,40 @@ class RealMilterTests(Base):
         [stored] = self.capture.messages
         self.assertIn(b"\nX-Spamd-Result: default: False [", stored)
         self.assertIn(b"\nX-Rspamd-Server: ", stored)
+
+
+    async def test_clamav_milter_refuses_a_virus_with_its_reply_and_marks_clean_mail(self) -> None:
+        milter = shared("clamav-milter", start_clamav_milter_with_clamd)
+        smtp = self.dialogue(f"milter inet:{milter.port}@127.0.0.1")
+        await smtp.start()
+        infected = MESSAGE.replace(b"Shall we", EICAR + b"\nShall we")
+        replies = await smtp.deliver(SENDER, [RCPT], infected)
+        self.assertEqual(replies[-1], (550, "5.7.1", f"Infected with {EICAR_SIGNATURE}"))
+        self.assertEqual(self.capture.messages, [])
+        replies = await smtp.deliver(SENDER, [RCPT], MESSAGE)
+        self.assertEqual(replies[-1].code, 250)
+        [stored] = self.capture.messages
+        self.assertIn(b"\nX-Remove: me\nX-Virus-Scanned: clamav-milter ", stored)
+        self.assertIn(b" at mx.test\nX-Virus-Status: Clean\n\nShall we have lunch?\n", stored)
+
+    async def test_clamav_milter_without_clamd_defers(self) -> None:
+        milter = shared("clamav-milter-no-clamd", start_clamav_milter, _Nothing())
+        smtp = self.dialogue(f"milter inet:{milter.port}@127.0.0.1")
+        await smtp.start()
+        replies = await smtp.deliver(SENDER, [RCPT], MESSAGE)
+        self.assertEqual(replies[-1].code, 451, replies)
+        self.assertEqual(self.capture.messages, [])
+
+
+class _Nothing:
+    """Where clamav-milter looks for a clamd that is not there: a port nothing listens on."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+
+
+def start_clamav_milter_with_clamd() -> Any:
+    return start_clamav_milter(shared("clamd", start_clamd))
 
 
 def start_rspamd_signing() -> Any:
