@@ -70,6 +70,24 @@ class EngineTests(unittest.TestCase):
         self.assertTrue(engine.closed)
         self.assertIs(engine.close().result, None)  # idempotent
 
+    def test_on_close_runs_after_the_plugins_and_a_failure_stops_nothing(self) -> None:
+        engine = make_engine([Holder])
+        order: list[str] = []
+        finishing: Deferred[None] = Deferred()
+
+        def broken() -> None:
+            raise OSError("cannot stop")
+
+        engine.on_close(lambda: (order.append(f"closer after {Holder.closed}"), finishing)[1])
+        engine.on_close(broken)
+        engine.on_close(lambda: order.append("second closer"))
+        done = engine.close()
+        self.assertEqual(order, ["closer after ['test_holder']", "second closer"])
+        self.assertNoResult(done)  # waits for what a closer returned
+        finishing.callback(None)
+        self.successResultOf(done)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
     def test_retired_engine_closes_after_its_last_connection(self) -> None:
         engine = make_engine([Holder, "rcpt_ok"])
         first, second = SMTPDialogue(engine), SMTPDialogue(engine)

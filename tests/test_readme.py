@@ -66,6 +66,7 @@ class QueuePostExampleTests(unittest.TestCase):
         self.patch(example, "log", lambda plugin, level, message: logged.append(message))
         maildir = Path(self.mktemp()).resolve()
         engine = make_engine([f"queue/maildir {maildir}", example], clock=reactor)
+        self.addCleanup(engine.close)  # and its Maildir writer process
         txn = make_transaction(engine, sender="<a@example.org>", recipients=["<b@example.com>"],
                                message=b"Subject: hi\n\nbody\n")
         result = yield run_hook(engine, "queue", txn)

@@ -73,6 +73,7 @@ class Engine:
         self._threadpool = threadpool
         self._own_pool: ThreadPool | None = None
         self._timers: list[LoopingCall] = []
+        self._closers: list[Callable[[], Any]] = []
         self._resolver: Any = None
         self._logging = False
         self._connections = 0
@@ -318,14 +319,33 @@ class Engine:
             d = maybeDeferred(plugin.close)
             d.addErrback(self._close_failed, plugin)
             closing.append(d)
-        done: Deferred[None] = DeferredList(closing).addCallback(lambda _: self._stop_own_pool())
+        done: Deferred[None] = DeferredList(closing).addCallback(lambda _: self._run_closers())
+        done.addCallback(lambda _: self._stop_own_pool())
         self._closing = done
         self.log(LOGINFO, f"engine closed ({len(self.plugins)} plugins)")
         return done
 
+    def on_close(self, function: Callable[[], Any]) -> None:
+        """Call ``function`` when the engine closes, once its plugins have (it may return a Deferred).
+
+        For what a library starts on an engine's behalf and must stop with it
+        (the Maildir writer process of :mod:`qptwisted.lib.maildir_writer`).
+        """
+        self._closers.append(function)
+
     def _close_failed(self, failure: Failure, plugin: IQPPlugin) -> None:
         self.log(LOGERROR, f"close() failed: {failure.getErrorMessage()}", plugin=plugin.plugin_name,
                  failure=failure)
+
+    def _run_closers(self) -> Deferred[Any]:
+        closers, self._closers = self._closers, []
+        closing = []
+        for function in closers:
+            d = maybeDeferred(function)
+            d.addErrback(lambda failure: self.log(LOGERROR, f"closing failed: {failure.getErrorMessage()}",
+                                                  failure=failure))
+            closing.append(d)
+        return DeferredList(closing)
 
     def _stop_own_pool(self) -> None:
         pool, self._own_pool = self._own_pool, None

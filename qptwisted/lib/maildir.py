@@ -29,6 +29,7 @@ import ctypes
 import errno
 import itertools
 import os
+import select
 import socket
 import threading
 import time
@@ -36,15 +37,17 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.python.failure import Failure
 
 from qptwisted.core.codes import DENYSOFT, LOGERROR, OK
+from qptwisted.lib.maildir_writer import READY, Answer, Copies, Request, frame, unframe, writer_for
 from qptwisted.mail.address import Address
 from qptwisted.mail.dsn import MessageDSN
 from qptwisted.mail.transaction import Transaction
 
 if TYPE_CHECKING:
+    from qptwisted.core.engine import Engine
     from qptwisted.core.plugin import Plugin
 
 _counter = itertools.count()
@@ -53,10 +56,22 @@ _counter = itertools.count()
 _host = socket.gethostname().replace("/", "_").replace(":", "_")
 
 
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX: a system call saved per message, still right after fork
+    os.register_at_fork(after_in_child=_forked)
+
+
 def maildir_name() -> str:
     """A unique Maildir file name (time, microseconds, pid, counter, host)."""
     now = time.time()
-    return f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_counter)}.{_host}"
+    return f"{int(now)}.M{int(now % 1 * 1e6)}P{_pid}Q{next(_counter)}.{_host}"
 
 
 def fsync_dir(path: str) -> None:
@@ -195,16 +210,31 @@ def deliver(directories: dict[str, list[Address]], sender: Address,
     durable itself (:class:`BatchSync`). Each file is written in ``tmp/``
     and renamed into ``new/`` under its unique name. Returns the paths in ``new/``.
     """
+    return write_copies(copies_for(directories, sender, dsn), message, mode, sync)
+
+
+def copies_for(directories: dict[str, list[Address]], sender: Address,
+               dsn: MessageDSN | None = None) -> Copies:
+    """What each Maildir's copy starts with: ``(directory, [Return-Path, DSN fields, Delivered-To ...])``."""
+    copies = []
+    for directory, recipients in directories.items():
+        head = [f"Return-Path: {sender}\n".encode(), *dsn_fields(dsn, recipients)]
+        head += [f"Delivered-To: {rcpt.address}\n".encode() for rcpt in reversed(recipients)]
+        copies.append((directory, head))
+    return copies
+
+
+def write_copies(copies: Copies, message: Callable[[], Iterable[bytes]],
+                 mode: int = 0o600, sync: str | None = SYNC_MODES[0]) -> list[str]:
+    """Write one copy per ``(directory, head)`` (:func:`copies_for`): :func:`deliver`, envelope done."""
     per_file = sync == "fsync"
     staged: list[tuple[str, str]] = []
     done: list[str] = []
     try:
-        for directory, recipients in directories.items():
+        for directory, head in copies:
             _maildir(directory)
             name = maildir_name()
             tmp = os.path.join(directory, "tmp", name)
-            head = [f"Return-Path: {sender}\n".encode(), *dsn_fields(dsn, recipients)]
-            head += [f"Delivered-To: {rcpt.address}\n".encode() for rcpt in reversed(recipients)]
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             except FileNotFoundError:  # the Maildir was removed since: make it again
@@ -213,7 +243,7 @@ def deliver(directories: dict[str, list[Address]], sender: Address,
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             staged.append((tmp, os.path.join(directory, "new", name)))
             try:
-                _write_message(fd, head, message())
+                _write_message(fd, list(head), message())
                 if per_file:
                     os.fsync(fd)
             finally:
@@ -338,17 +368,85 @@ def deliver_to_maildirs(plugin: Plugin, transaction: Transaction, directory_for:
         deferred = plugin.defer_to_thread(deliver, dict(directories), sender, transaction.iter_message,
                                           mode, transaction.dsn, sync)
         return deferred.addCallbacks(delivered, failed)
-    try:  # page-cache writes of a small message: on the reactor, made durable by one batch sync
-        paths = deliver(dict(directories), sender, transaction.iter_message, mode, transaction.dsn, None)
+    copies, message = copies_for(directories, sender, transaction.dsn), transaction.message_bytes()
+    writer = writer_for(plugin.engine, write_here)
+    written = writer.deliver(copies, message, mode) if writer is not None else \
+        write_here(plugin.engine, copies, message, mode)
+    return written.addCallbacks(delivered, failed)
+
+
+def write_here(engine: Engine, copies: Copies, message: bytes, mode: int) -> Deferred[list[str]]:
+    """Write a small delivery on the reactor thread (page-cache writes); one batch sync makes it durable.
+
+    Where there is no writer process (a test's fake clock, or one that
+    could not start). Fires with the paths in ``new/`` once they are durable.
+    """
+    try:
+        paths = write_copies(copies, lambda: [message], mode, None)
     except Exception:
-        return succeed(failed(Failure()))
+        return fail()
 
     def undo(failure: Failure) -> Failure:
-        for path in paths:  # all or nothing: what is not durable is not delivered
-            _unlink(path)
+        unlink_all(paths)  # all or nothing: what is not durable is not delivered
         return failure
 
-    syncs = [BATCH_SYNC.durable(plugin.defer_to_thread, device, directory)
+    syncs = [BATCH_SYNC.durable(engine.defer_to_thread, device, directory)
              for device, directory in filesystems(os.path.dirname(path) for path in paths).items()]
     done = syncs[0] if len(syncs) == 1 else gatherResults(syncs, consumeErrors=True)
-    return done.addCallback(lambda _: paths).addErrback(undo).addCallbacks(delivered, failed)
+    return done.addCallback(lambda _: paths).addErrback(undo)
+
+
+def unlink_all(paths: Iterable[str]) -> None:
+    """Remove ``paths`` (those already gone too)."""
+    for path in paths:
+        _unlink(path)
+
+
+# -- the writer process (qptwisted.lib.maildir_writer starts it) ------------------------------
+def _write_batch(requests: list[Request]) -> bytes:
+    answers: list[Answer] = []
+    for number, mode, copies, message in requests:
+        try:
+            paths = write_copies(copies, lambda message=message: [message], mode, None)  # type: ignore[misc]
+            answers.append((number, paths, None))
+        except OSError as err:
+            answers.append((number, None, str(err) or type(err).__name__))
+    written = [path for _number, paths, _error in answers for path in paths or ()]
+    try:
+        for directory in filesystems(dict.fromkeys(map(os.path.dirname, written))).values():
+            syncfs(directory)
+    except OSError as err:  # nothing of this batch is known to be durable: none of it was delivered
+        unlink_all(written)
+        answers = [(number, None, f"sync failed: {err}" if done else error)
+                   for number, done, error in answers]
+    return b"".join(map(frame, answers))
+
+
+def _write_out(data: bytes) -> None:
+    while data:
+        data = data[os.write(1, data):]
+
+
+#: below malloc's mmap threshold: a larger buffer costs an mmap, an mremap and a munmap per read
+_READ_SIZE = 1 << 16
+
+
+def serve_writer() -> None:
+    """The writer process: read deliveries from stdin until it closes; answer each batch once durable."""
+    _write_out(frame(READY))
+    buffer, more = b"", True
+    while more:
+        data = os.read(0, _READ_SIZE)
+        more = bool(data)
+        buffer += data
+        while more and select.select([0], [], [], 0)[0]:  # everything that has arrived is one batch
+            data = os.read(0, _READ_SIZE)
+            more = bool(data)
+            buffer += data
+        requests, buffer = unframe(buffer)
+        if requests:
+            _write_out(_write_batch(requests))
+
+
+if __name__ == "__main__":
+    serve_writer()

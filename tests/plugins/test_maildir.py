@@ -1,23 +1,27 @@
 """queue/maildir: durable, all-or-nothing delivery into one or more Maildirs.
 
-The plugin writes on the engine's thread pool, so these tests run on the real
-reactor and return Deferreds.
+The plugin writes through the engine's Maildir writer process (small
+messages) or its thread pool (large ones), so these tests run on the real
+reactor, return Deferreds and close their engines (which stops the writer).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import sys
 from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.trial import unittest
 
 from qptwisted import DENYSOFT, OK, Address, ConfigError, Plugin, Transaction
 from qptwisted.lib import maildir as maildir_module
+from qptwisted.lib.maildir_writer import MaildirWriter, unframe, writer_for
 from qptwisted.testing import SMTPDialogue, make_engine, make_transaction, run_hook
 
 MESSAGE = b"From: a@example.org\nSubject: hello\nMessage-Id: <m1@example.org>\n\nBody line.\n"
@@ -42,9 +46,11 @@ class MaildirBase(unittest.TestCase):
     def setUp(self) -> None:
         self.base = Path(self.mktemp()).resolve()
 
-    def engine(self, arguments: str = "", **config: Any) -> Any:
-        return make_engine(["rcpt_ok", f"queue/maildir {self.base} {arguments}".strip()],
-                           config={"rcpthosts": ["example.com", "example.org"], **config}, clock=reactor)
+    def engine(self, arguments: str = "", *extra: Any, **config: Any) -> Any:
+        engine = make_engine(["rcpt_ok", f"queue/maildir {self.base} {arguments}".strip(), *extra],
+                             config={"rcpthosts": ["example.com", "example.org"], **config}, clock=reactor)
+        self.addCleanup(engine.close)
+        return engine
 
     def queue(self, engine: Any, recipients: list[str], message: bytes = MESSAGE) -> Deferred[Any]:
         transaction = make_transaction(engine, sender="<a@example.org>", recipients=recipients,
@@ -57,6 +63,7 @@ class MaildirDeliveryTests(MaildirBase):
     @inlineCallbacks
     def test_dialogue_reply_and_stored_message(self) -> Any:
         engine = make_engine(["rcpt_ok", f"queue/maildir {self.base}", QueueDone], clock=reactor)
+        self.addCleanup(engine.close)
         done = engine.plugins[-1].done  # type: ignore[attr-defined]
         smtp = SMTPDialogue(engine)
         self.addCleanup(smtp.close)
@@ -139,8 +146,9 @@ class MaildirAllOrNothingTests(MaildirBase):
             real_rename(source, target)
 
         self.patch(os, "rename", rename)
-        engine = make_engine(["rcpt_ok", f"queue/maildir {self.base} %d", QueueDone],
-                             config={"rcpthosts": ["example.com", "example.org"]}, clock=reactor)
+        # this process's os.rename fails: the delivery is written here, not in the writer process
+        self.patch(maildir_module, "writer_for", lambda engine, fallback: None)
+        engine = self.engine("%d", QueueDone)
         done = engine.plugins[-1].done  # type: ignore[attr-defined]
         smtp = SMTPDialogue(engine)
         self.addCleanup(smtp.close)
@@ -160,6 +168,108 @@ class MaildirAllOrNothingTests(MaildirBase):
         self.assertNothingDelivered()
         self.assertTrue((self.base / "example.org").is_file())
         self.flushLoggedErrors()
+
+
+class MaildirWriterTests(MaildirBase):
+    """Small messages are written, renamed and synced by the engine's Maildir writer process."""
+
+    def writer(self, engine: Any) -> MaildirWriter:
+        writer = writer_for(engine, maildir_module.write_here)
+        assert writer is not None
+        return writer
+
+    @inlineCallbacks
+    def test_one_writer_process_writes_every_small_delivery(self) -> Any:
+        engine = self.engine()
+        first = yield self.queue(engine, ["<b@example.com>"])
+        pid = self.writer(engine).pid
+        second = yield self.queue(engine, ["<c@example.com>"])
+        self.assertEqual((first.code, second.code), (OK, OK))
+        self.assertEqual(self.writer(engine).pid, pid)
+        self.assertNotIn(pid, (None, os.getpid()))
+        stored = files(self.base / "new")
+        self.assertEqual(len(stored), 2)
+        for path in stored:  # a Maildir name carries the pid of the process that wrote it
+            self.assertIn(f"P{pid}Q", path.name)
+            self.assertTrue(path.read_bytes().endswith(b"\n\nBody line.\n"))
+        self.assertEqual(files(self.base / "tmp"), [])
+
+    @inlineCallbacks
+    def test_closing_the_engine_stops_the_writer(self) -> Any:
+        engine = self.engine()
+        yield self.queue(engine, ["<b@example.com>"])
+        writer = self.writer(engine)
+        pid = writer.pid
+        assert pid is not None
+        yield engine.close()
+        self.assertIsNone(writer.pid)
+        with self.assertRaises(ProcessLookupError):  # gone and reaped
+            os.kill(pid, 0)
+
+    @inlineCallbacks
+    def test_a_writer_that_dies_fails_what_it_held_and_the_next_delivery_starts_another(self) -> Any:
+        engine = self.engine()
+        yield self.queue(engine, ["<b@example.com>"])
+        pid = self.writer(engine).pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        held = self.queue(engine, ["<c@example.com>"])
+        os.kill(pid, signal.SIGKILL)
+        result = yield held
+        self.assertEqual(result.code, DENYSOFT)
+        result = yield self.queue(engine, ["<d@example.com>"])
+        self.assertEqual(result.code, OK)
+        self.assertNotIn(self.writer(engine).pid, (None, pid))
+        self.assertEqual([b"b@example.com" in path.read_bytes() or b"d@example.com" in path.read_bytes()
+                          for path in files(self.base / "new")], [True, True])
+
+    @inlineCallbacks
+    def test_a_writer_that_cannot_start_leaves_the_writing_to_the_server(self) -> Any:
+        self.patch(MaildirWriter, "command", (sys.executable, "-c", "raise SystemExit(3)"))
+        engine = self.engine()
+        logged: list[str] = []
+        real_log = engine.log
+        self.patch(engine, "log", lambda level, message, **kw: (logged.append(message),
+                                                                  real_log(level, message, **kw)))
+        results = yield gatherResults([self.queue(engine, ["<b@example.com>"]),
+                                       self.queue(engine, ["<c@example.com>"])])
+        self.assertEqual([result.code for result in results], [OK, OK])
+        self.assertIsNone(writer_for(engine, maildir_module.write_here))  # no second attempt
+        result = yield self.queue(engine, ["<d@example.com>"])
+        self.assertEqual(result.code, OK)
+        stored = files(self.base / "new")
+        self.assertEqual(len(stored), 3)
+        self.assertTrue(all(f"P{os.getpid()}Q" in path.name for path in stored))
+        self.assertTrue(any(line.startswith("maildir writer exited before it was ready") for line in logged),
+                        logged)
+
+    def test_a_failed_sync_fails_the_whole_batch_and_takes_it_back(self) -> None:
+        base = Path(self.mktemp()).resolve()
+        (base / "blocked").parent.mkdir(parents=True)
+        (base / "blocked").write_text("a file where a Maildir should be\n")
+
+        def failing_sync(directory: str) -> None:
+            raise OSError(5, "Input/output error")
+
+        head = [b"Return-Path: <a@example.org>\n"]
+        requests = [(1, 0o600, [(str(base / "one"), head)], MESSAGE),
+                    (2, 0o600, [(str(base / "blocked"), head)], MESSAGE),
+                    (3, 0o600, [(str(base / "one"), head), (str(base / "two"), head)], MESSAGE)]
+        answers, rest = unframe(maildir_module._write_batch(requests))
+        self.assertEqual(rest, b"")
+        delivered = [(number, len(paths)) for number, paths, _error in answers if paths]
+        self.assertEqual(delivered, [(1, 1), (3, 2)])
+        self.assertIsNotNone(answers[1][2])  # that one failed alone; the batch was synced
+        self.assertEqual(len(files(base / "one" / "new")), 2)
+
+        self.patch(maildir_module, "syncfs", failing_sync)
+        answers, _rest = unframe(maildir_module._write_batch(requests))
+        self.assertEqual([paths for _number, paths, _error in answers], [None, None, None])
+        self.assertEqual(answers[0][2], "sync failed: [Errno 5] Input/output error")
+        self.assertEqual(len(files(base / "one" / "new")), 2)  # only what the first batch delivered
+        self.assertEqual(len(files(base / "two" / "new")), 1)
+        for tmp in base.rglob("tmp"):
+            self.assertEqual(files(tmp), [])
 
 
 class MaildirDurabilityTests(unittest.TestCase):

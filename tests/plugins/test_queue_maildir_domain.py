@@ -21,7 +21,7 @@ class MaildirDomainTests(unittest.TestCase):
         self.db = self.base.parent / "users.sqlite"
         self.engine = make_engine([f"queue/maildir-domain {self.base} sqlite:{self.db}"], clock=reactor)
         self.plugin = self.engine.plugins[0]
-        self.addCleanup(self.plugin.close)
+        self.addCleanup(self.engine.close)  # the plugin's database and the Maildir writer process
 
     @defer.inlineCallbacks
     def populate(self) -> Any:
