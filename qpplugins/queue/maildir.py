@@ -13,9 +13,10 @@ and ``X-DSN-Rcpt`` fields when it made one (``docs/esmtp.md``), and one
 is written to ``tmp/`` and renamed into ``new/``, and ``250 Queued! <Message-Id>``
 is sent only once the file and its directory entry are durable: by default one
 ``syncfs`` per batch of deliveries (group commit), with ``sync=fsync`` an fsync
-per file and one directory fsync per batch. The syncs and large messages run on
-the engine's thread pool. If any step fails nothing is left in ``new/`` and the
-client gets ``452``.
+per file and one directory fsync per batch. Small messages are written and
+synced by the engine's Maildir writer process; large ones, and ``sync=fsync``,
+on the engine's thread pool (``docs/queue-plugins.md``, Durability). If any step
+fails nothing is left in ``new/`` and the client gets ``452``.
 
 config/plugins::
 

@@ -4,8 +4,11 @@
 Maildir gets one copy (``Return-Path`` and one ``Delivered-To`` per
 recipient on top), written to ``tmp/``, renamed into ``new/`` and made
 durable before ``250 Queued!`` is sent. A small message whose body is in
-memory is written on the reactor thread (page-cache writes, :class:`BatchSync`);
-the syncs, and larger messages, run on the engine's thread pool.
+memory goes to the engine's Maildir writer process
+(:mod:`qptwisted.lib.maildir_writer`; its loop is :func:`serve_writer` here),
+which syncs each batch once; without one (a test's fake clock) it is written
+on the reactor thread and synced by :class:`BatchSync`. Larger messages run
+on the engine's thread pool.
 Durable means, by ``sync``: ``syncfs`` (the default on Linux) — one
 ``syncfs`` of the filesystem covers the files and renames of every delivery
 that arrived while the previous one ran (group commit); ``fsync`` — each
@@ -30,6 +33,7 @@ import errno
 import itertools
 import os
 import select
+import signal
 import socket
 import threading
 import time
@@ -260,12 +264,10 @@ def write_copies(copies: Copies, message: Callable[[], Iterable[bytes]],
                 FILESYSTEM_COMMIT.durable(device, directory)
         return done
     except BaseException:
-        for path in done:
-            _unlink(path)
+        unlink_all(done)
         raise
     finally:
-        for tmp, _ in staged[len(done):]:  # written but not renamed
-            _unlink(tmp)
+        unlink_all(tmp for tmp, _ in staged[len(done):])  # written but not renamed
 
 
 _devices: dict[str, int] = {}
@@ -339,7 +341,7 @@ def _unlink(path: str) -> None:
 
 def deliver_to_maildirs(plugin: Plugin, transaction: Transaction, directory_for: Callable[[Address], str],
                         mode: int = 0o600, sync: str = SYNC_MODES[0]) -> Deferred[object]:
-    """Deliver ``transaction`` into the Maildir of each recipient on the engine's thread pool.
+    """Deliver ``transaction`` into the Maildir of each recipient (the writer process, or the thread pool).
 
     Answers ``(OK, "Queued! <Message-Id>")`` once every copy is durable, else
     ``(DENYSOFT, ...)`` with the reason in the log.
@@ -403,7 +405,8 @@ def unlink_all(paths: Iterable[str]) -> None:
 
 
 # -- the writer process (qptwisted.lib.maildir_writer starts it) ------------------------------
-def _write_batch(requests: list[Request]) -> bytes:
+def _write(requests: list[Request]) -> list[Answer]:
+    """Write (not yet sync) each request's copies: its paths, or its error."""
     answers: list[Answer] = []
     for number, mode, copies, message in requests:
         try:
@@ -411,6 +414,11 @@ def _write_batch(requests: list[Request]) -> bytes:
             answers.append((number, paths, None))
         except OSError as err:
             answers.append((number, None, str(err) or type(err).__name__))
+    return answers
+
+
+def _sync(answers: list[Answer]) -> bytes:
+    """Make what ``answers`` wrote durable (one ``syncfs`` per filesystem); the answer frames."""
     written = [path for _number, paths, _error in answers for path in paths or ()]
     try:
         for directory in filesystems(dict.fromkeys(map(os.path.dirname, written))).values():
@@ -420,6 +428,11 @@ def _write_batch(requests: list[Request]) -> bytes:
         answers = [(number, None, f"sync failed: {err}" if done else error)
                    for number, done, error in answers]
     return b"".join(map(frame, answers))
+
+
+def _write_batch(requests: list[Request]) -> bytes:
+    """Write and sync ``requests`` at once: the answer frames."""
+    return _sync(_write(requests))
 
 
 def _write_out(data: bytes) -> None:
@@ -432,7 +445,16 @@ _READ_SIZE = 1 << 16
 
 
 def serve_writer() -> None:
-    """The writer process: read deliveries from stdin until it closes; answer each batch once durable."""
+    """The writer process: read deliveries from stdin until it closes; answer each batch once durable.
+
+    A batch is what has arrived while the previous one was written and
+    synced. (A sync on a thread of its own, overlapping the next writes,
+    made smaller batches and cost more CPU per message than it saved.) The
+    server decides when the writer ends (by closing stdin, or by dying): a
+    SIGTERM or Ctrl-C meant for the server does not cut a batch short.
+    """
+    for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(number, signal.SIG_IGN)
     _write_out(frame(READY))
     buffer, more = b"", True
     while more:

@@ -136,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     from qptwisted.core.config import ConfigError
+    from qptwisted.lib.maildir_writer import write_in_process
     from qptwisted.service.server import QPSMTPDService
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
@@ -152,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             stopping.append(True)
             reactor.callLater(0, reactor.stop)  # type: ignore[attr-defined]
 
+    # one session: starting a Maildir writer process would cost more than it saves
+    write_in_process(top.engine)
     factory = _OneSession(top.engine, done)
     top.factory = factory
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)  # type: ignore[attr-defined]

@@ -21,7 +21,7 @@ from twisted.trial import unittest
 
 from qptwisted import DENYSOFT, OK, Address, ConfigError, Plugin, Transaction
 from qptwisted.lib import maildir as maildir_module
-from qptwisted.lib.maildir_writer import MaildirWriter, unframe, writer_for
+from qptwisted.lib.maildir_writer import MaildirWriter, unframe, write_in_process, writer_for
 from qptwisted.testing import SMTPDialogue, make_engine, make_transaction, run_hook
 
 MESSAGE = b"From: a@example.org\nSubject: hello\nMessage-Id: <m1@example.org>\n\nBody line.\n"
@@ -242,6 +242,16 @@ class MaildirWriterTests(MaildirBase):
         self.assertTrue(all(f"P{os.getpid()}Q" in path.name for path in stored))
         self.assertTrue(any(line.startswith("maildir writer exited before it was ready") for line in logged),
                         logged)
+
+    @inlineCallbacks
+    def test_an_engine_told_to_write_in_process_starts_no_writer(self) -> Any:
+        engine = self.engine()
+        write_in_process(engine)  # what `qpsmtpd inetd` does for its one session
+        result = yield self.queue(engine, ["<b@example.com>"])
+        self.assertEqual(result.code, OK)
+        self.assertIsNone(writer_for(engine, maildir_module.write_here))
+        [stored] = files(self.base / "new")
+        self.assertIn(f"P{os.getpid()}Q", stored.name)
 
     def test_a_failed_sync_fails_the_whole_batch_and_takes_it_back(self) -> None:
         base = Path(self.mktemp()).resolve()
