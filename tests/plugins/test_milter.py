@@ -57,6 +57,15 @@ class Base(unittest.TestCase):
         self.addCleanup(smtp.close)
         return smtp
 
+    async def refused_then_stored(self, smtp: AsyncDialogue, bad: bytes) -> tuple[Any, bytes]:
+        """Greet, send the message with ``bad`` in its body (refused), then as it is: (refusal, stored)."""
+        await smtp.start()
+        refused = (await smtp.deliver(SENDER, [RCPT], MESSAGE.replace(b"Shall we", bad + b"\nShall we")))[-1]
+        self.assertEqual(self.capture.messages, [])
+        self.assertEqual((await smtp.deliver(SENDER, [RCPT], MESSAGE))[-1].code, 250)
+        [stored] = self.capture.messages
+        return refused, stored
+
 
 class RealMilterTests(Base):
     async def test_opendkim_signs_and_the_signature_verifies(self) -> None:
@@ -74,27 +83,16 @@ class RealMilterTests(Base):
     async def test_rspamd_milter_refuses_gtube_and_adds_headers(self) -> None:
         rspamd = shared("rspamd", start_rspamd_signing)
         smtp = self.dialogue(f"milter 127.0.0.1:{rspamd.extra['milter_port']}")
-        await smtp.start()
-        replies = await smtp.deliver(SENDER, [RCPT], MESSAGE.replace(b"Shall we", GTUBE + b"\nShall we"))
-        self.assertEqual(replies[-1], (554, "5.7.1", "Gtube pattern"))
-        replies = await smtp.deliver(SENDER, [RCPT], MESSAGE)
-        self.assertEqual(replies[-1].code, 250)
-        [stored] = self.capture.messages
+        refused, stored = await self.refused_then_stored(smtp, GTUBE)
+        self.assertEqual(refused, (554, "5.7.1", "Gtube pattern"))
         self.assertIn(b"\nX-Spamd-Result: default: False [", stored)
         self.assertIn(b"\nX-Rspamd-Server: ", stored)
-
 
     async def test_clamav_milter_refuses_a_virus_with_its_reply_and_marks_clean_mail(self) -> None:
         milter = shared("clamav-milter", start_clamav_milter_with_clamd)
         smtp = self.dialogue(f"milter inet:{milter.port}@127.0.0.1")
-        await smtp.start()
-        infected = MESSAGE.replace(b"Shall we", EICAR + b"\nShall we")
-        replies = await smtp.deliver(SENDER, [RCPT], infected)
-        self.assertEqual(replies[-1], (550, "5.7.1", f"Infected with {EICAR_SIGNATURE}"))
-        self.assertEqual(self.capture.messages, [])
-        replies = await smtp.deliver(SENDER, [RCPT], MESSAGE)
-        self.assertEqual(replies[-1].code, 250)
-        [stored] = self.capture.messages
+        refused, stored = await self.refused_then_stored(smtp, EICAR)
+        self.assertEqual(refused, (550, "5.7.1", f"Infected with {EICAR_SIGNATURE}"))
         self.assertIn(b"\nX-Remove: me\nX-Virus-Scanned: clamav-milter ", stored)
         self.assertIn(b" at mx.test\nX-Virus-Status: Clean\n\nShall we have lunch?\n", stored)
 
