@@ -314,12 +314,8 @@ class Engine:
             if call.running:
                 call.stop()
         self._timers = []
-        closing = []
-        for plugin in reversed(self.plugins):
-            d = maybeDeferred(plugin.close)
-            d.addErrback(self._close_failed, plugin)
-            closing.append(d)
-        done: Deferred[None] = DeferredList(closing).addCallback(lambda _: self._run_closers())
+        closing = self._close_each([(plugin.close, plugin.plugin_name) for plugin in reversed(self.plugins)])
+        done: Deferred[None] = closing.addCallback(lambda _: self._run_closers())
         done.addCallback(lambda _: self._stop_own_pool())
         self._closing = done
         self.log(LOGINFO, f"engine closed ({len(self.plugins)} plugins)")
@@ -333,19 +329,21 @@ class Engine:
         """
         self._closers.append(function)
 
-    def _close_failed(self, failure: Failure, plugin: IQPPlugin) -> None:
-        self.log(LOGERROR, f"close() failed: {failure.getErrorMessage()}", plugin=plugin.plugin_name,
-                 failure=failure)
+    def _close_each(self, calls: list[tuple[Callable[[], Any], str | None]]) -> Deferred[Any]:
+        """Call each ``(function, plugin name)``; fires once all have finished. A failure is logged."""
+        closing = []
+        for function, plugin in calls:
+            d = maybeDeferred(function)
+            d.addErrback(self._close_failed, plugin)
+            closing.append(d)
+        return DeferredList(closing)
+
+    def _close_failed(self, failure: Failure, plugin: str | None) -> None:
+        self.log(LOGERROR, f"close() failed: {failure.getErrorMessage()}", plugin=plugin, failure=failure)
 
     def _run_closers(self) -> Deferred[Any]:
         closers, self._closers = self._closers, []
-        closing = []
-        for function in closers:
-            d = maybeDeferred(function)
-            d.addErrback(lambda failure: self.log(LOGERROR, f"closing failed: {failure.getErrorMessage()}",
-                                                  failure=failure))
-            closing.append(d)
-        return DeferredList(closing)
+        return self._close_each([(function, None) for function in closers])
 
     def _stop_own_pool(self) -> None:
         pool, self._own_pool = self._own_pool, None
