@@ -7,8 +7,6 @@ talker are refused. Also the unit tests of the shared policy helpers
 
 from __future__ import annotations
 
-import tempfile
-
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
@@ -72,9 +70,8 @@ CLEAN = (
 )
 
 
-def boot() -> tuple[Engine, CaptureQueue]:
-    """Boot the chain the way the server does: from a config directory."""
-    directory = tempfile.mkdtemp(prefix="qptwisted-chain-")
+def boot(directory: str) -> tuple[Engine, CaptureQueue]:
+    """Boot the chain the way the server does: from a config directory (trial removes it)."""
     write_config(directory, {**CONFIG, "spool_dir": f"{directory}/spool"})
     clock = Clock()
     clock.advance(1_000_000_000)
@@ -99,7 +96,7 @@ def connect(engine: Engine, remote_ip: str = "198.51.100.20", talk: str | None =
 
 class ChainTests(unittest.TestCase):
     def setUp(self) -> None:
-        self.engine, self.queue = boot()
+        self.engine, self.queue = boot(self.mktemp())
         self.addCleanup(self.engine.clock.advance, 0)  # type: ignore[attr-defined]
 
     def test_clean_message_is_delivered(self) -> None:
