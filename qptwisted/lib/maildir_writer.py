@@ -15,7 +15,8 @@ The engine sends each delivery down the writer's stdin: the message, the
 head of each copy (``Return-Path``, ``Delivered-To``, ...) and the file
 mode. The writer reads all that has arrived, writes every copy to ``tmp/``
 and renames it into ``new/`` (:func:`qptwisted.lib.maildir.write_copies`),
-syncs each filesystem once for the batch, and answers each delivery with
+does the same for what arrived meanwhile, syncs each filesystem once for
+the batch, and answers each delivery with
 its paths or its error. The engine answers ``250`` only then, so the rule
 stays "250 only once message and directory entry are durable". A failed
 sync fails the whole batch and unlinks its files.

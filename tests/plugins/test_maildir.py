@@ -8,9 +8,11 @@ reactor, return Deferreds and close their engines (which stops the writer).
 from __future__ import annotations
 
 import os
+import select
 import signal
 import stat
 import sys
+import threading
 from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from twisted.trial import unittest
 
 from qptwisted import DENYSOFT, OK, Address, ConfigError, Plugin, Transaction
 from qptwisted.lib import maildir as maildir_module
-from qptwisted.lib.maildir_writer import MaildirWriter, unframe, write_in_process, writer_for
+from qptwisted.lib.maildir_writer import MaildirWriter, frame, unframe, write_in_process, writer_for
 from qptwisted.testing import SMTPDialogue, make_engine, make_transaction, run_hook
 
 MESSAGE = b"From: a@example.org\nSubject: hello\nMessage-Id: <m1@example.org>\n\nBody line.\n"
@@ -281,6 +283,66 @@ class MaildirWriterTests(MaildirBase):
         for tmp in base.rglob("tmp"):
             self.assertEqual(files(tmp), [])
 
+
+class WriterLoopTests(unittest.TestCase):
+    """The writer's loop (:func:`serve_writer`), run on pipes in a thread: which deliveries share a sync."""
+
+    def setUp(self) -> None:
+        self.base = Path(self.mktemp()).resolve()
+        self.syncs: list[str] = []
+        self.patch(maildir_module, "syncfs", self.syncs.append)
+        self.requests_out, self.requests_in = os.pipe()
+        self.answers_out, self.answers_in = os.pipe()
+        self.loop = threading.Thread(target=maildir_module.serve_writer,
+                                     args=(self.requests_out, self.answers_in), daemon=True)
+        self.addCleanup(self._stop)
+
+    def _stop(self) -> None:
+        os.close(self.requests_in)  # the writer's end of input: its loop returns
+        self.loop.join(10)
+        self.assertFalse(self.loop.is_alive())
+        for fd in (self.requests_out, self.answers_out, self.answers_in):
+            os.close(fd)
+
+    def request(self, number: int) -> bytes:
+        return frame((number, 0o600, [(str(self.base), [b"Return-Path: <a@example.org>\n"])], MESSAGE))
+
+    def answers(self, count: int) -> list[Any]:
+        """The next ``count`` answers (the READY frame first of all is skipped)."""
+        found: list[Any] = []
+        buffer = b""
+        while len(found) < count:
+            self.assertTrue(select.select([self.answers_out], [], [], 10)[0], "the writer did not answer")
+            frames, buffer = unframe(buffer + os.read(self.answers_out, 1 << 16))
+            found += [answer for answer in frames if answer != maildir_module.READY]
+        return found
+
+    def arriving_while_writing(self) -> None:
+        """The second delivery arrives while the first is being written."""
+        write = maildir_module._write
+
+        def write_then_receive(requests: list[Any]) -> list[Any]:
+            if requests[0][0] == 1:
+                os.write(self.requests_in, self.request(2))
+            return write(requests)
+
+        self.patch(maildir_module, "_write", write_then_receive)
+        self.loop.start()
+        os.write(self.requests_in, self.request(1))
+
+    def test_a_delivery_arriving_while_others_are_written_shares_their_sync(self) -> None:
+        self.arriving_while_writing()
+        answers = self.answers(2)
+        self.assertEqual([(number, len(paths), error) for number, paths, error in answers],
+                         [(1, 1, None), (2, 1, None)])
+        self.assertEqual(len(self.syncs), 1)
+        self.assertEqual(len(files(self.base / "new")), 2)
+
+    def test_a_batch_stops_growing_at_its_limit(self) -> None:
+        self.patch(maildir_module, "_BATCH_LIMIT", 1)
+        self.arriving_while_writing()
+        self.assertEqual([answer[0] for answer in self.answers(2)], [1, 2])
+        self.assertEqual(len(self.syncs), 2)
 
 class MaildirDurabilityTests(unittest.TestCase):
     """The order of the steps, checked on :func:`deliver` itself (synchronously)."""
