@@ -299,8 +299,9 @@ class WriterLoopTests(unittest.TestCase):
 
     def _stop(self) -> None:
         os.close(self.requests_in)  # the writer's end of input: its loop returns
-        self.loop.join(10)
-        self.assertFalse(self.loop.is_alive())
+        if self.loop.ident is not None:  # it was started
+            self.loop.join(10)
+            self.assertFalse(self.loop.is_alive())
         for fd in (self.requests_out, self.answers_out, self.answers_in):
             os.close(fd)
 
@@ -343,6 +344,7 @@ class WriterLoopTests(unittest.TestCase):
         self.arriving_while_writing()
         self.assertEqual([answer[0] for answer in self.answers(2)], [1, 2])
         self.assertEqual(len(self.syncs), 2)
+
 
 class MaildirDurabilityTests(unittest.TestCase):
     """The order of the steps, checked on :func:`deliver` itself (synchronously)."""
