@@ -432,11 +432,6 @@ def _sync(answers: list[Answer]) -> bytes:
     return b"".join(map(frame, answers))
 
 
-def _write_batch(requests: list[Request]) -> bytes:
-    """Write and sync ``requests`` at once: the answer frames."""
-    return _sync(_write(requests))
-
-
 def _write_out(fd: int, data: bytes) -> None:
     while data:
         data = data[os.write(fd, data):]

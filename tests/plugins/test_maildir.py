@@ -267,7 +267,7 @@ class MaildirWriterTests(MaildirBase):
         requests = [(1, 0o600, [(str(base / "one"), head)], MESSAGE),
                     (2, 0o600, [(str(base / "blocked"), head)], MESSAGE),
                     (3, 0o600, [(str(base / "one"), head), (str(base / "two"), head)], MESSAGE)]
-        answers, rest = unframe(maildir_module._write_batch(requests))
+        answers, rest = unframe(maildir_module._sync(maildir_module._write(requests)))
         self.assertEqual(rest, b"")
         delivered = [(number, len(paths)) for number, paths, _error in answers if paths]
         self.assertEqual(delivered, [(1, 1), (3, 2)])
@@ -275,7 +275,7 @@ class MaildirWriterTests(MaildirBase):
         self.assertEqual(len(files(base / "one" / "new")), 2)
 
         self.patch(maildir_module, "syncfs", failing_sync)
-        answers, _rest = unframe(maildir_module._write_batch(requests))
+        answers, _rest = unframe(maildir_module._sync(maildir_module._write(requests)))
         self.assertEqual([paths for _number, paths, _error in answers], [None, None, None])
         self.assertEqual(answers[0][2], "sync failed: [Errno 5] Input/output error")
         self.assertEqual(len(files(base / "one" / "new")), 2)  # only what the first batch delivered
